@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class TicketsConfig(AppConfig):
+    name = "tickets"
+
+    def ready(self) -> None:
+        # Register the tasks in every process, so they can be sent (or run eagerly) by name.
+        from . import tasks  # noqa: F401

@@ -1,0 +1,50 @@
+from django.contrib.auth.models import AbstractBaseUser
+
+from agents.models import Agent
+
+from .models import Ticket, TicketEvent
+
+
+def ticket_transition(
+    *,
+    ticket: Ticket,
+    to_status: str,
+    kind: str,
+    agent: Agent | None = None,
+    actor: AbstractBaseUser | None = None,
+    detail: dict | None = None,
+    update_fields: tuple[str, ...] = (),
+) -> TicketEvent:
+    """Move a locked ticket to a new status and write its audit event in the same transaction."""
+    from_status = ticket.status
+    ticket.status = to_status
+    ticket.save(update_fields=["status", *update_fields])
+    return ticket_record_event(
+        ticket=ticket,
+        kind=kind,
+        from_status=from_status,
+        agent=agent,
+        actor=actor,
+        detail=detail,
+    )
+
+
+def ticket_record_event(
+    *,
+    ticket: Ticket,
+    kind: str,
+    from_status: str | None = None,
+    agent: Agent | None = None,
+    actor: AbstractBaseUser | None = None,
+    detail: dict | None = None,
+) -> TicketEvent:
+    """Write one audit event for something that happened to a ticket."""
+    return TicketEvent.objects.create(
+        ticket=ticket,
+        kind=kind,
+        from_status=from_status if from_status is not None else ticket.status,
+        to_status=ticket.status,
+        agent=agent,
+        actor=actor if actor is not None and actor.is_authenticated else None,
+        detail=detail or {},
+    )

@@ -1,0 +1,89 @@
+import ipaddress
+from urllib.parse import urlsplit
+
+import pycountry
+from rest_framework import serializers
+
+from agents.models import Skill
+
+from .models import Ticket
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class CustomerSerializer(serializers.Serializer):
+    id = serializers.CharField(min_length=1, max_length=200)
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    tier = serializers.CharField(max_length=50, required=False, allow_blank=True, default="")
+
+
+class TranscriptEntrySerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["customer", "bot"])
+    text = serializers.CharField(min_length=1, max_length=10000, trim_whitespace=False)
+    sent_at = serializers.DateTimeField(required=False)
+
+
+class EscalationSerializer(serializers.Serializer):
+    external_id = serializers.CharField(min_length=1, max_length=200)
+    language = serializers.CharField(max_length=2, min_length=2)
+    skills = serializers.ListField(
+        child=serializers.SlugField(max_length=50), required=False, default=list, max_length=50
+    )
+    priority = serializers.ChoiceField(
+        choices=[label for _, label in Ticket.Priority.choices], default="normal"
+    )
+    reason = serializers.ChoiceField(
+        choices=Ticket.Reason.values, default=Ticket.Reason.CUSTOMER_REQUESTED
+    )
+    summary = serializers.CharField(max_length=4000, required=False, allow_blank=True, default="")
+    customer = CustomerSerializer()
+    transcript = TranscriptEntrySerializer(many=True, required=False, max_length=500)
+    callback_url = serializers.URLField(
+        max_length=2000, required=False, allow_blank=True, default=""
+    )
+
+    def validate_language(self, value: str) -> str:
+        code = value.lower()
+        if pycountry.languages.get(alpha_2=code) is None:
+            raise serializers.ValidationError(f"Unknown ISO 639-1 language code: {value!r}.")
+        return code
+
+    def validate_skills(self, slugs: list[str]) -> list[Skill]:
+        wanted = list(dict.fromkeys(slugs))
+        found = {skill.slug: skill for skill in Skill.objects.filter(slug__in=wanted)}
+        unknown = [slug for slug in wanted if slug not in found]
+        if unknown:
+            raise serializers.ValidationError(f"Unknown skill: {', '.join(unknown)}.")
+        return [found[slug] for slug in wanted]
+
+    def validate_priority(self, label: str) -> int:
+        return {name: value for value, name in Ticket.Priority.choices}[label]
+
+    def validate_callback_url(self, url: str) -> str:
+        if not url:
+            return url
+        parts = urlsplit(url)
+        if parts.scheme == "https" or (
+            parts.scheme == "http" and is_loopback_host(parts.hostname or "")
+        ):
+            return url
+        raise serializers.ValidationError(
+            "Must be an https:// URL (plain http:// only to a loopback host)."
+        )
+
+
+class MessageInSerializer(serializers.Serializer):
+    text = serializers.CharField(min_length=1, max_length=10000, trim_whitespace=False)
+    sent_at = serializers.DateTimeField(required=False)
+
+
+class CsatSerializer(serializers.Serializer):
+    score = serializers.IntegerField(min_value=1, max_value=5)
+    comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
