@@ -1,0 +1,71 @@
+import os
+import shutil
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from . import factories
+
+# CI sets this: a test that would be skipped here (no PostgreSQL, no Chromium) fails instead.
+NO_SKIP = os.environ.get("DISPATCH_NO_SKIP") == "1"
+CHROMIUM = "/usr/bin/chromium"
+
+
+def skip_or_fail(reason: str) -> None:
+    if NO_SKIP:
+        pytest.fail(f"{reason} (DISPATCH_NO_SKIP=1 forbids skipping it)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _requirements(request):
+    if request.node.get_closest_marker("postgres_only") and connection.vendor != "postgresql":
+        skip_or_fail("needs PostgreSQL row locks: set DATABASE_URL to a PostgreSQL database")
+    if request.node.get_closest_marker("browser") and not shutil.which(CHROMIUM):
+        skip_or_fail(f"needs Chromium at {CHROMIUM} (apt-get install chromium)")
+
+
+@pytest.fixture
+def skill_factory(db):
+    return factories.SkillFactory
+
+
+@pytest.fixture
+def agent_factory(db):
+    return factories.AgentFactory
+
+
+@pytest.fixture
+def bot_factory(db):
+    return factories.BotIntegrationFactory
+
+
+@pytest.fixture
+def ticket_factory(db):
+    return factories.TicketFactory
+
+
+@pytest.fixture
+def bot(bot_factory):
+    return bot_factory()
+
+
+@pytest.fixture
+def agent(agent_factory):
+    """An active agent, online and available, speaking English."""
+    return agent_factory(online=True)
+
+
+@pytest.fixture
+def bot_client(bot) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {bot.api_key}")
+    return client
+
+
+@pytest.fixture
+def agent_client(agent) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(agent.user)
+    return client
