@@ -6,6 +6,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from . import factories
+from .live import BotReceiver, running_platform
 
 # CI sets this: a test that would be skipped here (no PostgreSQL, no Chromium) fails instead.
 NO_SKIP = os.environ.get("DISPATCH_NO_SKIP") == "1"
@@ -69,3 +70,16 @@ def agent_client(agent) -> APIClient:
     client = APIClient()
     client.force_authenticate(agent.user)
     return client
+
+
+@pytest.fixture(scope="session")
+def live_platform(django_db_setup, django_db_blocker, tmp_path_factory):
+    """The real platform (ASGI server, Celery worker and beat) on the test database; tests
+    that use it need `transactional_db` so that their rows are visible to its processes."""
+    yield from running_platform(tmp_path_factory.mktemp("platform"))
+
+
+@pytest.fixture
+def bot_receiver():
+    with BotReceiver() as receiver:
+        yield receiver
