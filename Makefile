@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 STAMP := $(VENV)/.installed
+# `make run SIMULATE=1` adds a simulated AI bot that escalates a few conversations a minute.
+PROCESSES := web router webhooks beat $(if $(SIMULATE),bot)
 
 .PHONY: run test install lint clean
 
@@ -17,6 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: export DEBUG ?= 1
+run: export DISPATCH_URL = http://127.0.0.1:$(PORT)
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
@@ -27,7 +30,7 @@ run: $(STAMP)
 	@echo "  API docs:  http://127.0.0.1:$(PORT)/api/docs/"
 	@echo "  Ctrl-C stops every process."
 	@echo ""
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m dispatch.embedded_redis $(BIN)/honcho start --port $(PORT)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m dispatch.embedded_redis $(BIN)/honcho start --port $(PORT) $(PROCESSES)
 
 test: $(STAMP)
 	$(BIN)/python -m dispatch.embedded_redis $(BIN)/python -m pytest $(PYTEST_ARGS)
