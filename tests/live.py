@@ -150,7 +150,7 @@ class Platform:
                 "--loglevel",
                 "INFO",
             ],
-            ready="beat: Starting",
+            ready="maxinterval",
         )
 
     def stop(self) -> None:
