@@ -10,6 +10,7 @@ from django.utils.text import slugify
 from dispatch import services as dispatch_services
 
 from .events import status_frame
+from .locks import lock_agent
 from .models import Agent, AgentConnection, AgentLanguage, AgentSkill, Skill
 from .push import push_to_agent_on_commit
 
@@ -34,12 +35,14 @@ def agent_create(
         pay_rate=pay_rate,
         account_state=Agent.AccountState.ACTIVE,
     )
+    # A repeated language or skill ("sv,SV", "refunds,Refunds") is taken once: rows are unique.
     AgentLanguage.objects.bulk_create(
-        AgentLanguage(agent=agent, code=code.lower()) for code in languages
+        AgentLanguage(agent=agent, code=code)
+        for code in dict.fromkeys(code.lower() for code in languages)
     )
-    for slug in skills:
+    for slug in dict.fromkeys(slugify(name) for name in skills):
         skill, _ = Skill.objects.get_or_create(
-            slug=slugify(slug), defaults={"name": slug.replace("-", " ").capitalize()}
+            slug=slug, defaults={"name": slug.replace("-", " ").capitalize()}
         )
         AgentSkill.objects.create(agent=agent, skill=skill)
     return agent
@@ -48,7 +51,7 @@ def agent_create(
 @transaction.atomic
 def agent_set_status(*, agent: Agent, status: str) -> Agent:
     """Change an agent's status; every open tab hears of it, and availability drains the queue."""
-    agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    agent = lock_agent(agent.pk)
     if agent.status == status:
         return agent
     agent.status = status

@@ -1,8 +1,10 @@
 """The routing engine's services: every write that offers, assigns or takes back a ticket.
 
-Lock order, everywhere: ticket, then offer, then agent. Where a step must lock in another
-order (draining an agent locks the agent first) it takes the second lock with SKIP LOCKED, so
-no two routing steps ever wait on each other in a cycle.
+Lock order, everywhere: ticket, then offer, then agent, and a step waits for its locks in that
+order. Draining an agent locks the agent first, so it takes ticket locks with SKIP LOCKED and
+never waits for one: no two steps can wait on each other in a cycle. Waiting (rather than
+skipping) in the canonical order matters: a routing step that skipped the best agent because
+a drain held its row for a moment would hand the ticket to a worse one.
 """
 
 import logging
@@ -11,13 +13,16 @@ from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
+from agents.locks import lock_agent
 from agents.models import Agent
 from agents.push import push_to_agent_on_commit
 from tickets.audit import ticket_transition
 from tickets.events import ticket_cancelled_frame
 from tickets.exceptions import Conflict
+from tickets.locks import lock_ticket
 from tickets.models import Ticket
 from tickets.webhooks import webhook_enqueue
 
@@ -59,16 +64,8 @@ class TicketNotAssignedToAgent(Conflict):
         super().__init__(f"The ticket is {ticket.status}, not assigned to you.")
 
 
-def lock_ticket(ticket_id: uuid.UUID, *, skip_locked: bool = False) -> Ticket | None:
-    return Ticket.objects.select_for_update(skip_locked=skip_locked).filter(pk=ticket_id).first()
-
-
 def lock_offer(offer_id: uuid.UUID) -> Offer:
-    return Offer.objects.select_for_update().get(pk=offer_id)
-
-
-def lock_agent(agent_id: uuid.UUID, *, skip_locked: bool = False) -> Agent | None:
-    return Agent.objects.select_for_update(skip_locked=skip_locked).filter(pk=agent_id).first()
+    return Offer.objects.select_for_update(no_key=True).get(pk=offer_id)
 
 
 def ticket_request_routing(*, ticket: Ticket) -> None:
@@ -110,13 +107,13 @@ def _offer_create(*, ticket: Ticket, agent: Agent, policy: DispatchPolicy) -> Of
 @transaction.atomic
 def ticket_route(*, ticket_id: uuid.UUID) -> Offer | None:
     """Offer a queued ticket to the best eligible agent; None when nobody can take it now."""
-    ticket = lock_ticket(ticket_id, skip_locked=True)
+    ticket = lock_ticket(ticket_id)
     if ticket is None or ticket.status != Ticket.Status.QUEUED:
         return None
     policy = DispatchPolicy.load()
     candidates = agents_eligible_for(ticket=ticket, now=timezone.now(), policy=policy)
     for candidate in candidates[:CANDIDATES_PER_STEP]:
-        agent = lock_agent(candidate.pk, skip_locked=True)
+        agent = lock_agent(candidate.pk)
         if agent is not None and _agent_has_room(agent=agent, policy=policy):
             return _offer_create(ticket=ticket, agent=agent, policy=policy)
     return None
@@ -125,7 +122,7 @@ def ticket_route(*, ticket_id: uuid.UUID) -> Offer | None:
 @transaction.atomic
 def agent_drain(*, agent_id: uuid.UUID) -> list[Offer]:
     """Offer an agent the waiting tickets it can take, best ticket first, up to its capacity."""
-    agent = lock_agent(agent_id, skip_locked=True)
+    agent = lock_agent(agent_id)
     if agent is None:
         return []
     policy = DispatchPolicy.load()
@@ -279,9 +276,11 @@ def dispatch_sweep() -> int:
     """
     offers_expire_overdue()
     policy = DispatchPolicy.load()
+    # Longest idle first, never-busy (NULL) first on every database, as routing orders them;
+    # the agent drained first wins a ticket several could take.
     agent_ids = list(
         agents_routable(now=timezone.now(), policy=policy)
-        .order_by("idle_since")
+        .order_by(F("idle_since").asc(nulls_first=True), "created_at")
         .values_list("pk", flat=True)
     )
     return sum(len(agent_drain(agent_id=agent_id)) for agent_id in agent_ids)

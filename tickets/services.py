@@ -15,6 +15,7 @@ from dispatch import services as dispatch_services
 from .audit import ticket_record_event, ticket_transition
 from .events import ticket_message_frame
 from .exceptions import Conflict, TicketClosed
+from .locks import lock_ticket
 from .models import BotIntegration, Message, Ticket
 from .webhooks import webhook_enqueue
 
@@ -26,8 +27,11 @@ class TranscriptEntry:
     sent_at: datetime | None = None
 
 
-def lock_ticket(ticket_id: uuid.UUID) -> Ticket:
-    return Ticket.objects.select_for_update().get(pk=ticket_id)
+def lock_existing_ticket(ticket_id: uuid.UUID) -> Ticket:
+    ticket = lock_ticket(ticket_id)
+    if ticket is None:
+        raise Ticket.DoesNotExist
+    return ticket
 
 
 def _message_append(
@@ -108,7 +112,7 @@ def ticket_add_customer_message(
     *, ticket_id: uuid.UUID, text: str, sent_at: datetime | None = None
 ) -> Message:
     """A customer message relayed by the bot; pushed live to the assigned agent."""
-    ticket = lock_ticket(ticket_id)
+    ticket = lock_existing_ticket(ticket_id)
     if ticket.is_final:
         raise TicketClosed(ticket.status)
     message = _message_append(ticket=ticket, role=Message.Role.CUSTOMER, text=text, sent_at=sent_at)
@@ -119,7 +123,7 @@ def ticket_add_customer_message(
 
 def _lock_agent_ticket(*, ticket_id: uuid.UUID, agent: Agent) -> Ticket:
     """Lock a ticket the agent is working; another agent's ticket does not exist for them."""
-    ticket = lock_ticket(ticket_id)
+    ticket = lock_existing_ticket(ticket_id)
     if ticket.agent_id != agent.pk:
         raise Ticket.DoesNotExist
     if ticket.status != Ticket.Status.ASSIGNED:
@@ -165,7 +169,7 @@ def ticket_cancel(*, ticket_id: uuid.UUID, actor: AbstractBaseUser | None = None
     Cancelling a cancelled ticket changes nothing. A coordinator's cancel is reported to the
     bot by webhook; the bot's own is not echoed back to it.
     """
-    ticket = lock_ticket(ticket_id)
+    ticket = lock_existing_ticket(ticket_id)
     if ticket.status == Ticket.Status.CANCELLED:
         return ticket
     if ticket.status == Ticket.Status.RESOLVED:
@@ -188,7 +192,7 @@ def ticket_cancel(*, ticket_id: uuid.UUID, actor: AbstractBaseUser | None = None
 @transaction.atomic
 def ticket_set_csat(*, ticket_id: uuid.UUID, score: int, comment: str = "") -> Ticket:
     """The customer's rating after resolution; the last score wins."""
-    ticket = lock_ticket(ticket_id)
+    ticket = lock_existing_ticket(ticket_id)
     if ticket.status != Ticket.Status.RESOLVED:
         raise Conflict("A ticket can be rated only once it is resolved.")
     ticket.csat_score = score
