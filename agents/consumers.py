@@ -55,6 +55,17 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_discard(agent_group(self.agent.pk), self.channel_name)
         await database_sync_to_async(services.agent_disconnect)(channel_name=self.channel_name)
 
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        # A frame that is not JSON text is the client's mistake: answer it with an error
+        # instead of letting the decoder's exception tear the socket down.
+        try:
+            content = await self.decode_json(text_data or "")
+        except ValueError:
+            if self.agent is not None:
+                await self.send_error("Frames must be JSON text.")
+            return
+        await self.receive_json(content, **kwargs)
+
     async def receive_json(self, content, **kwargs) -> None:
         if self.agent is None:
             return
@@ -104,6 +115,10 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
         reason = content.get("reason") or ""
         if not isinstance(reason, str) or len(reason) > 500:
             await self.send_error("reason must be text of at most 500 characters.")
+            return
+        if "\x00" in reason:
+            # PostgreSQL text cannot hold NUL; the REST decline refuses it the same way.
+            await self.send_error("reason must not contain NUL characters.")
             return
         await self._offer_action(
             content,
