@@ -2,7 +2,9 @@ import os
 import shutil
 
 import pytest
+from django.conf import global_settings
 from django.db import connection
+from django.test import override_settings
 from rest_framework.test import APIClient
 
 from . import factories
@@ -48,6 +50,21 @@ def ticket_factory(db):
 
 
 @pytest.fixture
+def live_agent_factory(agent_factory):
+    """AgentFactory with the password hashed as the platform hashes it.
+
+    The test settings hash with MD5 for speed; the platform's processes run the base settings,
+    which do not know that hasher, so they could not check an MD5 hash at log-in.
+    """
+
+    def create(**kwargs):
+        with override_settings(PASSWORD_HASHERS=global_settings.PASSWORD_HASHERS):
+            return agent_factory(**kwargs)
+
+    return create
+
+
+@pytest.fixture
 def bot(bot_factory):
     return bot_factory()
 
@@ -72,10 +89,12 @@ def agent_client(agent) -> APIClient:
     return client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live_platform(django_db_setup, django_db_blocker, tmp_path_factory):
     """The real platform (ASGI server, Celery worker and beat) on the test database; tests
-    that use it need `transactional_db` so that their rows are visible to its processes."""
+    that use it need `transactional_db` so that their rows are visible to its processes.
+
+    Per module, so its beat sweep never runs beside the in-process tests of other modules."""
     yield from running_platform(tmp_path_factory.mktemp("platform"))
 
 
