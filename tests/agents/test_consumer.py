@@ -1,0 +1,572 @@
+"""The agent websocket (contract section 5), through the whole ASGI stack (origin check,
+session and token authentication) and the real Redis channel layer."""
+
+from datetime import timedelta
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from agents.models import Agent, AgentConnection
+from dispatch.asgi import application
+from dispatch.models import Offer
+from dispatch.services import offer_accept, offer_decline, ticket_route
+from tests.factories import AgentFactory, TicketFactory, UserFactory
+from tickets.models import Message, Ticket
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+TIMEOUT = 5
+
+
+def communicator(*headers: tuple[bytes, bytes]) -> WebsocketCommunicator:
+    return WebsocketCommunicator(application, "/ws/agent/", headers=list(headers))
+
+
+def token_header(user) -> tuple[bytes, bytes]:
+    key = Token.objects.get_or_create(user=user)[0].key
+    return (b"authorization", f"Token {key}".encode())
+
+
+def profile(agent: Agent, *, status: str = "available", active_tickets: int = 0) -> dict:
+    return {
+        "username": agent.user.username,
+        "display_name": agent.display_name,
+        "status": status,
+        "languages": ["en"],
+        "skills": [],
+        "capacity": agent.capacity,
+        "active_tickets": active_tickets,
+    }
+
+
+def message_json(message: Message) -> dict:
+    return {
+        "id": str(message.pk),
+        "role": message.role,
+        "text": message.text,
+        "sent_at": message.sent_at.isoformat(),
+    }
+
+
+def offer_json(offer: Offer, *, waiting_seconds: int) -> dict:
+    ticket = Ticket.objects.get(pk=offer.ticket_id)
+    return {
+        "id": str(offer.pk),
+        "expires_at": offer.expires_at.isoformat(),
+        "ticket": {
+            "id": str(ticket.pk),
+            "language": ticket.language,
+            "skills": [],
+            "priority": "normal",
+            "reason": "customer_requested",
+            "summary": ticket.summary,
+            "customer": {"name": "Anna", "tier": ""},
+            "transcript": [message_json(m) for m in ticket.messages.order_by("position")],
+            "waiting_seconds": waiting_seconds,
+        },
+    }
+
+
+def assigned_ticket_json(ticket: Ticket) -> dict:
+    ticket = Ticket.objects.select_related("agent").get(pk=ticket.pk)
+    return {
+        "id": str(ticket.pk),
+        "external_id": ticket.external_id,
+        "status": "assigned",
+        "priority": "normal",
+        "language": ticket.language,
+        "skills": [],
+        "queue_position": None,
+        "estimated_wait_seconds": None,
+        "agent": {"display_name": ticket.agent.display_name},
+        "sla_breached": False,
+        "created_at": ticket.created_at.isoformat(),
+        "assigned_at": ticket.assigned_at.isoformat(),
+        "resolved_at": None,
+        "resolution": None,
+        "summary": ticket.summary,
+        "reason": "customer_requested",
+        "customer": {"name": "Anna", "tier": ""},
+        "messages": [message_json(m) for m in ticket.messages.order_by("position")],
+    }
+
+
+def waiting_ticket(*, waited_seconds: int, **kwargs) -> Ticket:
+    """A queued ticket, written without a routing task, that has waited this long."""
+    ticket = TicketFactory(**kwargs)
+    Ticket.objects.filter(pk=ticket.pk).update(
+        created_at=timezone.now() - timedelta(seconds=waited_seconds)
+    )
+    return ticket
+
+
+def available_agent(**kwargs) -> Agent:
+    """An active, available agent with no socket yet: the test's socket makes it routable."""
+    return AgentFactory(status=Agent.Status.AVAILABLE, **kwargs)
+
+
+async def connected(*headers: tuple[bytes, bytes]) -> tuple[WebsocketCommunicator, dict]:
+    """Open a socket that must be accepted; returns it and its first frame."""
+    socket = communicator(*headers)
+    accepted, _ = await socket.connect(timeout=TIMEOUT)
+    assert accepted
+    return socket, await socket.receive_json_from(timeout=TIMEOUT)
+
+
+# -- who may connect --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [[], [(b"authorization", b"Token not-a-real-token")]],
+    ids=["no credentials", "unknown token"],
+)
+async def test_an_unauthenticated_socket_is_accepted_then_closed_with_4401(headers):
+    # given
+    socket = communicator(*headers)
+
+    # when
+    accepted, _ = await socket.connect(timeout=TIMEOUT)
+    closed = await socket.receive_output(timeout=TIMEOUT)
+
+    # then
+    assert accepted is True
+    assert closed == {"type": "websocket.close", "code": 4401}
+    await socket.disconnect(code=4401)
+
+
+@pytest.mark.parametrize("who", ["not an agent", "suspended agent", "applicant"])
+async def test_a_user_who_is_not_an_active_agent_is_closed_with_4403(who):
+    # given
+    @database_sync_to_async
+    def user():
+        if who == "not an agent":
+            return token_header(UserFactory())
+        state = {
+            "suspended agent": Agent.AccountState.SUSPENDED,
+            "applicant": Agent.AccountState.APPLICANT,
+        }[who]
+        return token_header(available_agent(account_state=state).user)
+
+    socket = communicator(await user())
+
+    # when
+    accepted, _ = await socket.connect(timeout=TIMEOUT)
+    closed = await socket.receive_output(timeout=TIMEOUT)
+
+    # then
+    assert accepted is True
+    assert closed == {"type": "websocket.close", "code": 4403}
+    assert await database_sync_to_async(AgentConnection.objects.count)() == 0
+    await socket.disconnect(code=4403)
+
+
+async def test_a_foreign_origin_is_refused():
+    # given: valid credentials from a page on another site
+    header = await database_sync_to_async(lambda: token_header(available_agent().user))()
+    socket = communicator(header, (b"origin", b"https://evil.example"))
+
+    # when
+    accepted, _ = await socket.connect(timeout=TIMEOUT)
+
+    # then
+    assert accepted is False
+    assert await database_sync_to_async(AgentConnection.objects.count)() == 0
+
+
+async def test_an_allowed_origin_is_accepted():
+    # given
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+
+    # when
+    socket, hello = await connected(header, (b"origin", b"http://localhost:8000"))
+
+    # then
+    assert hello["type"] == "hello"
+    await socket.disconnect()
+
+
+async def test_a_browser_session_cookie_authenticates():
+    # given: an agent logged in to the portal
+    @database_sync_to_async
+    def logged_in():
+        agent = available_agent()
+        browser = Client()
+        browser.force_login(agent.user)
+        return agent, browser.cookies["sessionid"].value
+
+    agent, session_key = await logged_in()
+
+    # when
+    socket, hello = await connected(
+        (b"cookie", f"sessionid={session_key}".encode()), (b"origin", b"http://127.0.0.1:8000")
+    )
+
+    # then
+    assert hello == {"type": "hello", "agent": profile(agent), "offers": [], "tickets": []}
+    await socket.disconnect()
+
+
+# -- hello, heartbeat, presence ---------------------------------------------------------------
+
+
+async def test_hello_carries_the_profile_pending_offers_and_assigned_tickets():
+    # given: an agent (capacity 2) holding one assigned ticket and one pending offer
+    @database_sync_to_async
+    def agent_with_work():
+        agent = AgentFactory(online=True, display_name="Maja")
+        assigned = waiting_ticket(waited_seconds=600, summary="Refund please")
+        Message.objects.create(
+            ticket=assigned, position=1, role="customer", text="Hi", sent_at=timezone.now()
+        )
+        offer_accept(offer_id=ticket_route(ticket_id=assigned.pk).pk, agent=agent)
+        offered = waiting_ticket(waited_seconds=120)
+        offer = ticket_route(ticket_id=offered.pk)
+        return agent, assigned, offer
+
+    agent, assigned, offer = await agent_with_work()
+    header = await database_sync_to_async(token_header)(agent.user)
+
+    # when
+    socket, hello = await connected(header)
+
+    # then
+    expected = await database_sync_to_async(
+        lambda: {
+            "type": "hello",
+            "agent": profile(agent, active_tickets=1),
+            "offers": [offer_json(offer, waiting_seconds=120)],
+            "tickets": [assigned_ticket_json(assigned)],
+        }
+    )()
+    assert hello == expected
+    await socket.disconnect()
+
+
+async def test_connecting_records_a_connection_and_disconnecting_removes_it():
+    # given
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+    connections = await database_sync_to_async(
+        lambda: list(AgentConnection.objects.values_list("agent", flat=True))
+    )()
+
+    # when
+    await socket.disconnect()
+
+    # then
+    assert connections == [agent.pk]
+    assert await database_sync_to_async(AgentConnection.objects.count)() == 0
+
+
+async def test_a_heartbeat_is_acknowledged_and_refreshes_presence():
+    # given: a socket whose last heartbeat was 50 s ago
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+    earlier = timezone.now() - timedelta(seconds=50)
+    await database_sync_to_async(
+        lambda: AgentConnection.objects.filter(agent=agent).update(last_heartbeat_at=earlier)
+    )()
+    sent_at = timezone.now()
+
+    # when
+    await socket.send_json_to({"type": "heartbeat"})
+    ack = await socket.receive_json_from(timeout=TIMEOUT)
+
+    # then
+    assert ack == {"type": "heartbeat.ack"}
+    connection = await database_sync_to_async(AgentConnection.objects.get)(agent=agent)
+    assert connection.last_heartbeat_at >= sent_at
+    await socket.disconnect()
+
+
+# -- client frames ----------------------------------------------------------------------------
+
+
+async def test_status_set_changes_the_status_and_answers_with_a_status_frame():
+    # given
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+
+    # when
+    await socket.send_json_to({"type": "status.set", "status": "away"})
+    frame = await socket.receive_json_from(timeout=TIMEOUT)
+
+    # then
+    assert frame == {"type": "status", "status": "away"}
+    await database_sync_to_async(agent.refresh_from_db)()
+    assert agent.status == Agent.Status.AWAY
+    await socket.disconnect()
+
+
+async def test_status_set_with_an_unknown_status_is_an_error():
+    # given
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+
+    # when
+    await socket.send_json_to({"type": "status.set", "status": "busy"})
+    frame = await socket.receive_json_from(timeout=TIMEOUT)
+
+    # then
+    assert frame == {"type": "error", "detail": "Unknown status: 'busy'."}
+    await socket.disconnect()
+
+
+async def test_an_offer_made_while_connected_arrives_and_accepting_it_assigns_the_ticket():
+    # given: a connected agent with nothing to do yet
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, hello = await connected(header)
+    assert (hello["offers"], hello["tickets"]) == ([], [])
+
+    # when: a ticket is routed to the agent
+    @database_sync_to_async
+    def route():
+        return ticket_route(ticket_id=waiting_ticket(waited_seconds=45).pk)
+
+    offer = await route()
+    created = await socket.receive_json_from(timeout=TIMEOUT)
+
+    # then
+    expected = await database_sync_to_async(offer_json)(offer, waiting_seconds=45)
+    assert created == {"type": "offer.created", "offer": expected}
+
+    # when: the agent accepts it
+    await socket.send_json_to({"type": "offer.accept", "offer_id": str(offer.pk)})
+    assigned = await socket.receive_json_from(timeout=TIMEOUT)
+
+    # then
+    ticket = await database_sync_to_async(Ticket.objects.get)(pk=offer.ticket_id)
+    expected = await database_sync_to_async(assigned_ticket_json)(ticket)
+    assert assigned == {"type": "ticket.assigned", "ticket": expected}
+    assert (ticket.status, ticket.agent_id) == (Ticket.Status.ASSIGNED, agent.pk)
+    await socket.disconnect()
+
+
+async def test_hello_comes_first_when_connecting_drains_waiting_work():
+    # given: a ticket waiting for an available agent who has no socket open
+    @database_sync_to_async
+    def given():
+        return available_agent(), waiting_ticket(waited_seconds=30)
+
+    agent, ticket = await given()
+    header = await database_sync_to_async(token_header)(agent.user)
+
+    # when: connecting makes the agent routable, and the ticket is offered at once
+    socket, hello = await connected(header)
+    created = await socket.receive_json_from(timeout=TIMEOUT)
+
+    # then: the offer is in the resync, and its live frame follows
+    offer = await database_sync_to_async(Offer.objects.get)(ticket=ticket)
+    expected = await database_sync_to_async(offer_json)(offer, waiting_seconds=30)
+    assert hello == {
+        "type": "hello",
+        "agent": profile(agent),
+        "offers": [expected],
+        "tickets": [],
+    }
+    assert created == {"type": "offer.created", "offer": expected}
+    await socket.disconnect()
+
+
+async def test_offer_decline_passes_the_ticket_on():
+    # given: a connected agent with a pending offer
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+    offer = await database_sync_to_async(
+        lambda: ticket_route(ticket_id=waiting_ticket(waited_seconds=5).pk)
+    )()
+    await socket.receive_json_from(timeout=TIMEOUT)  # offer.created
+
+    # when
+    await socket.send_json_to(
+        {"type": "offer.decline", "offer_id": str(offer.pk), "reason": "Busy"}
+    )
+    await socket.send_json_to({"type": "heartbeat"})
+    after = await socket.receive_json_from(timeout=TIMEOUT)
+
+    # then: no answer but the heartbeat's; the decline is written
+    assert after == {"type": "heartbeat.ack"}
+    await database_sync_to_async(offer.refresh_from_db)()
+    assert (offer.status, offer.decline_reason) == (Offer.Status.DECLINED, "Busy")
+    await socket.disconnect()
+
+
+async def test_accepting_an_offer_that_is_no_longer_pending_is_an_error_and_the_socket_stays():
+    # given: an offer the agent already declined
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+
+    @database_sync_to_async
+    def declined_offer():
+        offer = ticket_route(ticket_id=waiting_ticket(waited_seconds=5).pk)
+        offer_decline(offer_id=offer.pk, agent=agent)
+        return offer
+
+    offer = await declined_offer()
+    await socket.receive_json_from(timeout=TIMEOUT)  # offer.created
+
+    # when
+    await socket.send_json_to({"type": "offer.accept", "offer_id": str(offer.pk)})
+    error = await socket.receive_json_from(timeout=TIMEOUT)
+
+    # then
+    assert error == {"type": "error", "detail": "The offer is no longer pending (it is declined)."}
+    await socket.send_json_to({"type": "heartbeat"})
+    assert await socket.receive_json_from(timeout=TIMEOUT) == {"type": "heartbeat.ack"}
+    await socket.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("offer_id", "detail"),
+    [
+        ("not-a-uuid", "offer_id must be an offer's id."),
+        ("7b0c0e6e-0000-4000-8000-000000000000", "No such offer."),
+    ],
+)
+async def test_accepting_an_unknown_offer_is_an_error(offer_id, detail):
+    # given
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+
+    # when
+    await socket.send_json_to({"type": "offer.accept", "offer_id": offer_id})
+    error = await socket.receive_json_from(timeout=TIMEOUT)
+
+    # then
+    assert error == {"type": "error", "detail": detail}
+    await socket.disconnect()
+
+
+async def test_another_agents_offer_cannot_be_accepted():
+    # given: an offer to a Swedish speaker
+    @database_sync_to_async
+    def given():
+        AgentFactory(online=True, languages=["sv"])
+        offer = ticket_route(ticket_id=waiting_ticket(waited_seconds=5, language="sv").pk)
+        return available_agent(), offer
+
+    agent, offer = await given()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+
+    # when
+    await socket.send_json_to({"type": "offer.accept", "offer_id": str(offer.pk)})
+    error = await socket.receive_json_from(timeout=TIMEOUT)
+
+    # then
+    assert error == {"type": "error", "detail": "No such offer."}
+    await database_sync_to_async(offer.refresh_from_db)()
+    assert offer.status == Offer.Status.PENDING
+    await socket.disconnect()
+
+
+async def test_an_unknown_frame_type_is_an_error_and_the_socket_stays():
+    # given
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+
+    # when
+    await socket.send_json_to({"type": "bogus"})
+    error = await socket.receive_json_from(timeout=TIMEOUT)
+
+    # then
+    assert error == {"type": "error", "detail": "Unknown frame type: 'bogus'."}
+    await socket.send_json_to({"type": "heartbeat"})
+    assert await socket.receive_json_from(timeout=TIMEOUT) == {"type": "heartbeat.ack"}
+    await socket.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("frame", "detail"),
+    [
+        ({"text_data": "not json"}, "Frames must be JSON text."),
+        ({"bytes_data": b"\x00\x01"}, "Frames must be JSON text."),
+        ({"text_data": "[1, 2]"}, "Unknown frame type: None."),
+    ],
+    ids=["not json", "binary", "not an object"],
+)
+async def test_a_malformed_frame_is_an_error_and_the_socket_stays(frame, detail):
+    # given
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+
+    # when
+    await socket.send_to(**frame)
+    error = await socket.receive_json_from(timeout=TIMEOUT)
+
+    # then
+    assert error == {"type": "error", "detail": detail}
+    await socket.send_json_to({"type": "heartbeat"})
+    assert await socket.receive_json_from(timeout=TIMEOUT) == {"type": "heartbeat.ack"}
+    await socket.disconnect()
+
+
+async def test_a_status_change_reaches_every_tab_and_closing_one_tab_keeps_the_other():
+    # given: the agent has two tabs open
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    first, _ = await connected(header)
+    second, _ = await connected(header)
+
+    # when
+    await first.send_json_to({"type": "status.set", "status": "away"})
+
+    # then
+    assert await first.receive_json_from(timeout=TIMEOUT) == {"type": "status", "status": "away"}
+    assert await second.receive_json_from(timeout=TIMEOUT) == {"type": "status", "status": "away"}
+
+    # when
+    await first.disconnect()
+
+    # then
+    assert await database_sync_to_async(AgentConnection.objects.count)() == 1
+    await second.disconnect()
+    assert await database_sync_to_async(AgentConnection.objects.count)() == 0
+
+
+@pytest.mark.parametrize(
+    ("reason", "detail"),
+    [
+        ("x" * 501, "reason must be text of at most 500 characters."),
+        (["not", "text"], "reason must be text of at most 500 characters."),
+        ("a\x00b", "reason must not contain NUL characters."),
+    ],
+    ids=["too long", "not text", "NUL"],
+)
+async def test_a_bad_decline_reason_is_an_error_and_the_offer_stays_pending(reason, detail):
+    # given
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+    offer = await database_sync_to_async(
+        lambda: ticket_route(ticket_id=waiting_ticket(waited_seconds=5).pk)
+    )()
+    await socket.receive_json_from(timeout=TIMEOUT)  # offer.created
+
+    # when
+    await socket.send_json_to(
+        {"type": "offer.decline", "offer_id": str(offer.pk), "reason": reason}
+    )
+    error = await socket.receive_json_from(timeout=TIMEOUT)
+
+    # then
+    assert error == {"type": "error", "detail": detail}
+    await database_sync_to_async(offer.refresh_from_db)()
+    assert offer.status == Offer.Status.PENDING
+    await socket.disconnect()
