@@ -48,6 +48,9 @@ class Agent(models.Model):
         blank=True,
         help_text="When the agent last received work; routing favours the longest idle.",
     )
+    consecutive_misses = models.PositiveSmallIntegerField(
+        default=0, help_text="Offers in a row that expired unanswered."
+    )
     pay_rate = models.DecimalField(
         max_digits=8,
         decimal_places=2,

@@ -1,5 +1,6 @@
 import uuid
 
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -20,6 +21,90 @@ class DispatchPolicy(models.Model):
         default=60,
         validators=[MinValueValidator(10), MaxValueValidator(600)],
         help_text="A connection with no heartbeat for this long no longer counts as present.",
+    )
+    offline_grace_seconds = models.PositiveIntegerField(
+        default=30,
+        validators=[MinValueValidator(0), MaxValueValidator(600)],
+        help_text="After its last connection is gone, an agent stays as it was this long, then is "
+        "offline and its pending offers go to others.",
+    )
+    reconnect_window_seconds = models.PositiveIntegerField(
+        default=120,
+        validators=[MinValueValidator(0), MaxValueValidator(3600)],
+        help_text="An agent's assigned tickets wait this long for it to reconnect, then are "
+        "requeued.",
+    )
+    max_consecutive_misses = models.PositiveSmallIntegerField(
+        default=3,
+        validators=[MinValueValidator(1), MaxValueValidator(20)],
+        help_text="After this many offers in a row expire unanswered, the agent is set away.",
+    )
+    weight_quality = models.FloatField(
+        default=0.40,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="Weight of the agent's quality (recent CSAT, shrunk toward the pool mean).",
+    )
+    weight_proficiency = models.FloatField(
+        default=0.25,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="Weight of the agent's proficiency in the ticket's skills.",
+    )
+    weight_idle = models.FloatField(
+        default=0.20,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="Weight of idle time (the longest idle first, for fairness).",
+    )
+    weight_load = models.FloatField(
+        default=0.10,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="Weight of spare capacity (the less loaded first).",
+    )
+    weight_cost = models.FloatField(
+        default=0.05,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="Weight of cost (the lower pay rate first).",
+    )
+    quality_window_days = models.PositiveSmallIntegerField(
+        default=30,
+        validators=[MinValueValidator(1), MaxValueValidator(365)],
+        help_text="CSAT scores older than this do not count toward quality.",
+    )
+    quality_prior_ratings = models.PositiveSmallIntegerField(
+        default=5,
+        validators=[MaxValueValidator(100)],
+        help_text="How many ratings' worth of the pool mean an agent's own mean is blended with.",
+    )
+    min_proficiency = models.PositiveSmallIntegerField(
+        default=3,
+        validators=[MinValueValidator(1), MaxValueValidator(5)],
+        help_text="The proficiency (1-5) an agent needs in each of a ticket's skills.",
+    )
+    aging_seconds_per_priority = models.PositiveIntegerField(
+        default=600,
+        validators=[MinValueValidator(1)],
+        help_text="A waiting ticket is ordered as one priority higher for every this many "
+        "seconds it has waited, so low priority never starves.",
+    )
+    sla_low_seconds = models.PositiveIntegerField(
+        default=900, help_text="First-assignment target for low priority."
+    )
+    sla_normal_seconds = models.PositiveIntegerField(
+        default=300, help_text="First-assignment target for normal priority."
+    )
+    sla_high_seconds = models.PositiveIntegerField(
+        default=120, help_text="First-assignment target for high priority."
+    )
+    sla_urgent_seconds = models.PositiveIntegerField(
+        default=60, help_text="First-assignment target for urgent priority."
+    )
+    relax_proficiency_after_seconds = models.PositiveIntegerField(
+        default=120,
+        help_text="After waiting this long, a ticket accepts any proficiency in its skills.",
+    )
+    relax_language_after_seconds = models.PositiveIntegerField(
+        default=300,
+        help_text="After waiting this long, a ticket accepts agents who speak its language as "
+        "a secondary language.",
     )
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -68,6 +153,18 @@ class Offer(models.Model):
         help_text="When an accepted ticket left this agent (released or requeued).",
     )
     decline_reason = models.CharField(max_length=500, blank=True)
+    score = models.FloatField(null=True, blank=True, help_text="The agent's routing score.")
+    score_parts = models.JSONField(
+        default=dict, blank=True, help_text="Each weighted part of the score, to see why."
+    )
+    assigned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The coordinator who offered or assigned it by hand.",
+    )
     revoke_reason = models.CharField(max_length=10, choices=RevokeReason.choices, blank=True)
 
     class Meta:

@@ -163,12 +163,14 @@ def offer_accept(*, offer_id: uuid.UUID, agent: Agent) -> Ticket:
     offer.save(update_fields=["status", "responded_at"])
     ticket.agent = agent
     ticket.assigned_at = now
+    if ticket.first_assigned_at is None:
+        ticket.first_assigned_at = now
     ticket_transition(
         ticket=ticket,
         to_status=Ticket.Status.ASSIGNED,
         kind="assigned",
         agent=agent,
-        update_fields=("agent", "assigned_at"),
+        update_fields=("agent", "assigned_at", "first_assigned_at"),
     )
     webhook_enqueue(ticket=ticket, event="ticket.assigned")
     push_to_agent_on_commit(agent.pk, ticket_assigned_frame(ticket))

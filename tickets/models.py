@@ -17,6 +17,9 @@ class BotIntegration(models.Model):
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
     signing_secret = models.CharField(max_length=128)
     is_active = models.BooleanField(default=True)
+    requests_per_minute = models.PositiveIntegerField(
+        default=600, help_text="Requests this bot may make per minute before getting 429."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
@@ -95,12 +98,14 @@ class Ticket(models.Model):
     outcome = models.CharField(max_length=10, choices=Outcome.choices, blank=True)
     resolution_note = models.TextField(blank=True)
     sla_breached = models.BooleanField(default=False)
+    sla_breached_at = models.DateTimeField(null=True, blank=True)
     csat_score = models.PositiveSmallIntegerField(null=True, blank=True)
     csat_comment = models.TextField(blank=True)
     message_count = models.PositiveIntegerField(default=0, editable=False)
     webhook_sequence = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     assigned_at = models.DateTimeField(null=True, blank=True)
+    first_assigned_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
 
@@ -188,6 +193,9 @@ class WebhookDelivery(models.Model):
     body = models.TextField(help_text="The exact bytes sent and signed.")
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     attempt_count = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the next attempt is due while pending."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
 

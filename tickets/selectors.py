@@ -37,7 +37,7 @@ def ticket_estimated_wait_seconds(*, ticket: Ticket, position: int | None) -> in
     if position is None:
         return None
     since = timezone.now() - THROUGHPUT_WINDOW
-    assigned = Ticket.objects.filter(language=ticket.language, assigned_at__gte=since).count()
+    assigned = Ticket.objects.filter(language=ticket.language, first_assigned_at__gte=since).count()
     if assigned == 0:
         return None
     return round(position * THROUGHPUT_WINDOW.total_seconds() / assigned)

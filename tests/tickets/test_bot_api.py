@@ -535,7 +535,9 @@ def test_get_ticket_shows_its_place_in_the_queue(bot_client, ticket_factory, bot
     ticket_factory(integration=bot, language="sv", priority=Ticket.Priority.URGENT)
     # and two English tickets first assigned in the last hour: a rate of 2 per 3,600 s
     for _ in range(2):
-        ticket_factory(integration=bot, status=Ticket.Status.ASSIGNED, assigned_at=now)
+        ticket_factory(
+            integration=bot, status=Ticket.Status.ASSIGNED, assigned_at=now, first_assigned_at=now
+        )
 
     # when
     response = bot_client.get(f"/api/v1/tickets/{ticket.id}/")
