@@ -1,6 +1,8 @@
+import itertools
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -117,6 +119,42 @@ class DispatchPolicy(models.Model):
     def save(self, *args, **kwargs) -> None:
         self.pk = 1
         super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        """Refuse a policy that would contradict the platform's promises."""
+        weights = [
+            self.weight_quality,
+            self.weight_proficiency,
+            self.weight_idle,
+            self.weight_load,
+            self.weight_cost,
+        ]
+        errors = {}
+        # A missing value has its own field error already; the checks below compare values.
+        if None not in weights:
+            if sum(weights) <= 0:
+                errors["weight_quality"] = "At least one weight must be above zero."
+            elif self.weight_quality <= self.weight_cost:
+                errors["weight_cost"] = "Quality leads routing: its weight must exceed cost's."
+        if (
+            self.relax_proficiency_after_seconds is not None
+            and self.relax_language_after_seconds is not None
+            and self.relax_language_after_seconds < self.relax_proficiency_after_seconds
+        ):
+            errors["relax_language_after_seconds"] = (
+                "Secondary languages are the second relaxation step: relax proficiency first."
+            )
+        targets = [
+            (priority, getattr(self, f"sla_{priority}_seconds"))
+            for priority in ("urgent", "high", "normal", "low")
+        ]
+        for (higher, higher_target), (lower, lower_target) in itertools.pairwise(targets):
+            if None not in (higher_target, lower_target) and higher_target > lower_target:
+                errors[f"sla_{higher}_seconds"] = (
+                    f"The {higher} target cannot be longer than the {lower} one."
+                )
+        if errors:
+            raise ValidationError(errors)
 
     @classmethod
     def load(cls) -> "DispatchPolicy":

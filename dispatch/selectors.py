@@ -1,12 +1,30 @@
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models import (
+    Avg,
+    Count,
+    Exists,
+    F,
+    FloatField,
+    IntegerField,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+)
 from django.db.models.functions import Coalesce
 
-from agents.models import Agent, AgentConnection, AgentLanguage, AgentSkill, Skill
+from agents.models import Agent, AgentConnection, AgentLanguage, AgentSkill
 from tickets.models import Ticket
+from tickets.selectors import tickets_in_dispatch_order
 
+from . import scoring
 from .models import DispatchPolicy, Offer
+
+TicketSkill = Ticket.skills.through
 
 
 def _count(queryset: QuerySet) -> Subquery:
@@ -28,15 +46,25 @@ def agents_with_load() -> QuerySet[Agent]:
 
 
 def agent_load(*, agent: Agent) -> int:
-    return (
-        Ticket.objects.filter(agent=agent, status=Ticket.Status.ASSIGNED).count()
-        + Offer.objects.filter(agent=agent, status=Offer.Status.PENDING).count()
+    """Assigned tickets plus pending offers, read in one statement.
+
+    Two separate counts could straddle an accept that commits between them (the offer leaves
+    the pending count before the ticket enters the assigned one) and undercount by one, which
+    let a racing router exceed the agent's capacity.
+    """
+    return agents_with_load().values_list("load", flat=True).get(pk=agent.pk)
+
+
+def agent_room(*, agent: Agent, now: datetime, policy: DispatchPolicy) -> int:
+    """Free slots of an agent, 0 unless routable: one statement, so that its load and its
+    routability are read at the same instant."""
+    room = (
+        agents_routable(now=now, policy=policy)
+        .filter(pk=agent.pk)
+        .values_list(F("capacity") - F("load"), flat=True)
+        .first()
     )
-
-
-def agent_is_connected(*, agent: Agent, now: datetime, policy: DispatchPolicy) -> bool:
-    fresh_since = now - timedelta(seconds=policy.heartbeat_timeout_seconds)
-    return agent.connections.filter(last_heartbeat_at__gte=fresh_since).exists()
+    return room or 0
 
 
 def agents_routable(*, now: datetime, policy: DispatchPolicy) -> QuerySet[Agent]:
@@ -56,40 +84,224 @@ def agents_routable(*, now: datetime, policy: DispatchPolicy) -> QuerySet[Agent]
     )
 
 
+@dataclass(frozen=True)
+class Eligibility:
+    """The hard filters' thresholds for one ticket at one moment, relaxed as it waits."""
+
+    min_proficiency: int
+    secondary_languages: bool
+
+
+def ticket_eligibility(*, ticket: Ticket, now: datetime, policy: DispatchPolicy) -> Eligibility:
+    """The relaxation steps: from relax_proficiency_after_seconds of waiting any proficiency in
+    the ticket's skills will do, from relax_language_after_seconds a secondary language too."""
+    waited = (now - ticket.created_at).total_seconds()
+    return Eligibility(
+        min_proficiency=(
+            1 if waited >= policy.relax_proficiency_after_seconds else policy.min_proficiency
+        ),
+        secondary_languages=waited >= policy.relax_language_after_seconds,
+    )
+
+
 def _offered_before(*, ticket=None, agent=None) -> Exists:
     """Whether this agent had this ticket before; the side not given is the outer row."""
-    # A revoked offer (the agent went offline, a coordinator moved it) is not the agent's
-    # choice; a declined, missed or released one is, and the ticket never returns to them.
+    # An offer or a held ticket taken away (the agent went offline, a coordinator moved it) is
+    # not the agent's choice; a declined, missed or released one is, and the ticket never
+    # returns to them.
     return Exists(
-        Offer.objects.filter(
-            ticket=ticket or OuterRef("pk"), agent=agent or OuterRef("pk")
-        ).exclude(status=Offer.Status.REVOKED)
+        Offer.objects.filter(ticket=ticket or OuterRef("pk"), agent=agent or OuterRef("pk"))
+        .exclude(status=Offer.Status.REVOKED)
+        .exclude(
+            status=Offer.Status.ACCEPTED,
+            revoke_reason__in=[Offer.RevokeReason.OFFLINE, Offer.RevokeReason.REASSIGNED],
+        )
     )
 
 
 def agents_eligible_for(
-    *, ticket: Ticket, now: datetime, policy: DispatchPolicy
+    *, ticket: Ticket, skill_ids: list[int], now: datetime, policy: DispatchPolicy
 ) -> QuerySet[Agent]:
-    """Routable agents who can take this ticket, best first (longest idle first)."""
-    agents = agents_routable(now=now, policy=policy).filter(
-        Exists(AgentLanguage.objects.filter(agent=OuterRef("pk"), code=ticket.language))
-    )
-    for skill_id in ticket.skills.values_list("pk", flat=True):
+    """Routable agents who pass the ticket's hard filters, longest idle first; `skill_ids` are
+    the ticket's skills.
+
+    They speak its language (as a primary language until the language step relaxes it), have
+    every skill it needs at the required proficiency, and never declined, missed or released it.
+    """
+    eligibility = ticket_eligibility(ticket=ticket, now=now, policy=policy)
+    speaks = AgentLanguage.objects.filter(agent=OuterRef("pk"), code=ticket.language)
+    if not eligibility.secondary_languages:
+        speaks = speaks.filter(is_primary=True)
+    agents = agents_routable(now=now, policy=policy).filter(Exists(speaks))
+    for skill_id in skill_ids:
         agents = agents.filter(
-            Exists(AgentSkill.objects.filter(agent=OuterRef("pk"), skill_id=skill_id))
+            Exists(
+                AgentSkill.objects.filter(
+                    agent=OuterRef("pk"),
+                    skill_id=skill_id,
+                    proficiency__gte=eligibility.min_proficiency,
+                )
+            )
         )
     return agents.exclude(_offered_before(ticket=ticket)).order_by(
-        F("idle_since").asc(nulls_first=True), "created_at"
+        F("idle_since").asc(nulls_first=True), "created_at", "pk"
     )
 
 
-def tickets_waiting_for(*, agent: Agent) -> QuerySet[Ticket]:
-    """Queued tickets this agent can take, in dispatch order."""
-    return (
-        Ticket.objects.filter(status=Ticket.Status.QUEUED, language__in=agent.language_codes)
-        .exclude(skills__in=Skill.objects.exclude(agent_skills__agent=agent))
+def _quality_window(*, now: datetime, policy: DispatchPolicy) -> QuerySet[Ticket]:
+    """Rated tickets resolved within the policy's quality window."""
+    return Ticket.objects.filter(
+        status=Ticket.Status.RESOLVED,
+        csat_score__isnull=False,
+        resolved_at__gte=now - timedelta(days=policy.quality_window_days),
+    )
+
+
+def routing_pool(*, now: datetime, policy: DispatchPolicy) -> scoring.Pool:
+    """What every candidate is measured against: the pool's mean CSAT in the quality window
+    and the highest pay rate among active agents."""
+    csat_mean = _quality_window(now=now, policy=policy).aggregate(mean=Avg("csat_score"))["mean"]
+    highest = Agent.objects.filter(account_state=Agent.AccountState.ACTIVE).aggregate(
+        highest=Max("pay_rate")
+    )["highest"]
+    return scoring.Pool(
+        csat_mean=csat_mean,
+        prior_ratings=policy.quality_prior_ratings,
+        highest_pay_rate=float(highest or 0),
+    )
+
+
+def policy_weights(policy: DispatchPolicy) -> scoring.Weights:
+    return scoring.Weights(
+        quality=policy.weight_quality,
+        proficiency=policy.weight_proficiency,
+        idle=policy.weight_idle,
+        load=policy.weight_load,
+        cost=policy.weight_cost,
+    )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    agent: Agent
+    score: scoring.Score
+
+
+def agents_ranked_for(*, ticket: Ticket, now: datetime, policy: DispatchPolicy) -> list[Candidate]:
+    """The eligible agents with their scores for this ticket, best first.
+
+    Equal scores keep the eligibility order: the longest idle first (never busy before all),
+    then the earliest to join.
+    """
+    skill_ids = list(ticket.skills.values_list("pk", flat=True))
+    rated = (
+        _quality_window(now=now, policy=policy)
+        .filter(agent=OuterRef("pk"))
+        .order_by()
+        .values("agent")
+    )
+    agents = list(
+        agents_eligible_for(ticket=ticket, skill_ids=skill_ids, now=now, policy=policy).annotate(
+            ratings_count=_count(rated),
+            ratings_sum=Coalesce(
+                Subquery(
+                    rated.annotate(total=Sum("csat_score")).values("total"),
+                    output_field=IntegerField(),
+                ),
+                0,
+            ),
+            proficiency=Subquery(
+                AgentSkill.objects.filter(agent=OuterRef("pk"), skill_id__in=skill_ids)
+                .order_by()
+                .values("agent")
+                .annotate(mean=Avg("proficiency"))
+                .values("mean"),
+                output_field=FloatField(),
+            ),
+        )
+    )
+    inputs = [
+        scoring.CandidateInputs(
+            ratings_count=agent.ratings_count,
+            ratings_sum=agent.ratings_sum,
+            proficiency=agent.proficiency if skill_ids else None,
+            idle_seconds=(
+                (now - agent.idle_since).total_seconds() if agent.idle_since is not None else None
+            ),
+            load=agent.load,
+            capacity=agent.capacity,
+            pay_rate=float(agent.pay_rate),
+        )
+        for agent in agents
+    ]
+    scores = scoring.score_all(
+        inputs, weights=policy_weights(policy), pool=routing_pool(now=now, policy=policy)
+    )
+    ranked = [Candidate(agent, score) for agent, score in zip(agents, scores, strict=True)]
+    # sorted() is stable: ties stay in the eligibility order.
+    return sorted(ranked, key=lambda candidate: -candidate.score.total)
+
+
+def tickets_waiting_for(*, agent: Agent, now: datetime, policy: DispatchPolicy) -> QuerySet[Ticket]:
+    """Queued tickets this agent passes the hard filters for, in dispatch order.
+
+    The same filters as agents_eligible_for, seen from the agent's side, each relaxation step
+    applying to the tickets that have waited long enough for it.
+    """
+    languages = list(agent.languages.values_list("code", "is_primary"))
+    primary = [code for code, is_primary in languages if is_primary]
+    secondary = [code for code, is_primary in languages if not is_primary]
+    language_relaxed_since = now - timedelta(seconds=policy.relax_language_after_seconds)
+    proficiency_relaxed_since = now - timedelta(seconds=policy.relax_proficiency_after_seconds)
+    needs = TicketSkill.objects.filter(ticket=OuterRef("pk"))
+    has = AgentSkill.objects.filter(agent=agent)
+    tickets = (
+        Ticket.objects.filter(status=Ticket.Status.QUEUED)
+        .filter(
+            Q(language__in=primary)
+            | Q(language__in=secondary, created_at__lte=language_relaxed_since)
+        )
+        .exclude(Exists(needs.exclude(skill__in=has.values("skill"))))
+        .filter(
+            Q(created_at__lte=proficiency_relaxed_since)
+            | ~Exists(
+                needs.filter(
+                    skill__in=has.filter(proficiency__lt=policy.min_proficiency).values("skill")
+                )
+            )
+        )
         .exclude(_offered_before(agent=agent))
-        .order_by("-priority", "created_at", "id")
+    )
+    return tickets_in_dispatch_order(tickets, aging_seconds=policy.aging_seconds_per_priority)
+
+
+def sla_target_seconds(*, policy: DispatchPolicy, priority: int) -> int:
+    """The first-assignment target for a priority."""
+    return {
+        Ticket.Priority.LOW: policy.sla_low_seconds,
+        Ticket.Priority.NORMAL: policy.sla_normal_seconds,
+        Ticket.Priority.HIGH: policy.sla_high_seconds,
+        Ticket.Priority.URGENT: policy.sla_urgent_seconds,
+    }[priority]
+
+
+def ticket_is_past_sla(*, ticket: Ticket, now: datetime, policy: DispatchPolicy) -> bool:
+    """Whether a never-assigned ticket has waited longer than its priority's target."""
+    target = timedelta(seconds=sla_target_seconds(policy=policy, priority=ticket.priority))
+    return ticket.first_assigned_at is None and now - ticket.created_at > target
+
+
+def tickets_past_sla_unflagged(*, now: datetime, policy: DispatchPolicy) -> QuerySet[Ticket]:
+    """Waiting, never-assigned tickets past their target that are not flagged yet."""
+    overdue = Q()
+    for priority in Ticket.Priority.values:
+        target = timedelta(seconds=sla_target_seconds(policy=policy, priority=priority))
+        overdue |= Q(priority=priority, created_at__lt=now - target)
+    return Ticket.objects.filter(
+        overdue,
+        status__in=[Ticket.Status.QUEUED, Ticket.Status.OFFERED],
+        sla_breached=False,
+        first_assigned_at__isnull=True,
     )
 
 

@@ -1,41 +1,47 @@
 """The routing engine's services: every write that offers, assigns or takes back a ticket.
 
 Lock order, everywhere: ticket, then offer, then agent, and a step waits for its locks in that
-order. Draining an agent locks the agent first, so it takes ticket locks with SKIP LOCKED and
-never waits for one: no two steps can wait on each other in a cycle. Waiting (rather than
-skipping) in the canonical order matters: a routing step that skipped the best agent because
-a drain held its row for a moment would hand the ticket to a worse one.
+order, holding at most one agent. Draining an agent locks the agent first, so it takes ticket
+locks with SKIP LOCKED and never waits for one: no two steps can wait on each other in a cycle.
+Waiting (rather than skipping) in the canonical order matters: a routing step that skipped the
+best agent because a drain held its row for a moment would hand the ticket to a worse one.
 """
 
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from agents.events import agent_status_board_frame, status_frame
 from agents.locks import lock_agent
 from agents.models import Agent
-from agents.push import push_to_agent_on_commit
-from tickets.audit import ticket_transition
-from tickets.events import ticket_cancelled_frame
-from tickets.exceptions import Conflict
+from agents.push import push_to_agent_on_commit, push_to_board_on_commit
+from tickets.audit import ticket_record_event, ticket_transition
+from tickets.events import ticket_cancelled_frame, ticket_requeued_frame
+from tickets.exceptions import Conflict, TicketClosed
 from tickets.locks import lock_ticket
 from tickets.models import Ticket
+from tickets.selectors import tickets_in_dispatch_order
 from tickets.webhooks import webhook_enqueue
 
+from . import scoring
 from .celery import enqueue_on_commit
 from .events import hello_frame, offer_created_frame, offer_revoked_frame, ticket_assigned_frame
 from .models import DispatchPolicy, Offer
 from .selectors import (
     agent_assigned_tickets,
-    agent_is_connected,
     agent_load,
     agent_pending_offers,
-    agents_eligible_for,
+    agent_room,
+    agents_ranked_for,
     agents_routable,
+    sla_target_seconds,
+    ticket_is_past_sla,
+    tickets_past_sla_unflagged,
     tickets_waiting_for,
 )
 
@@ -48,6 +54,10 @@ EXPIRE_TASK = "dispatch.expire_offer"
 # How many candidates one routing step tries before giving up to the next event or sweep; the
 # rest are either locked by a concurrent step (skipped) or full once re-checked under lock.
 CANDIDATES_PER_STEP = 20
+
+# Why a coordinator took a ticket from its holder, in the `offer.revoked` and `ticket.requeued`
+# frames and the audit trail.
+REASSIGNED = Offer.RevokeReason.REASSIGNED
 
 
 # Raised when an offer is unknown or belongs to another agent (a 404 for that agent).
@@ -62,6 +72,23 @@ class OfferNotPending(Conflict):
 class TicketNotAssignedToAgent(Conflict):
     def __init__(self, ticket: Ticket) -> None:
         super().__init__(f"The ticket is {ticket.status}, not assigned to you.")
+
+
+class AgentNotActive(Conflict):
+    def __init__(self, agent: Agent) -> None:
+        super().__init__(f"{agent} is {agent.account_state}: only active agents take tickets.")
+
+
+class AgentAtCapacity(Conflict):
+    def __init__(self, agent: Agent, load: int) -> None:
+        super().__init__(
+            f"{agent} holds {load} of {agent.capacity} tickets; allow over capacity to add one."
+        )
+
+
+class TicketAlreadyWithAgent(Conflict):
+    def __init__(self, agent: Agent) -> None:
+        super().__init__(f"The ticket is already with {agent}.")
 
 
 def lock_offer(offer_id: uuid.UUID) -> Offer:
@@ -79,24 +106,84 @@ def agent_request_drain(*, agent: Agent) -> None:
 
 
 def _agent_has_room(*, agent: Agent, policy: DispatchPolicy) -> int:
-    """Free slots of a locked agent, re-checked under its lock; 0 when not routable."""
-    if (
-        agent.account_state != Agent.AccountState.ACTIVE
-        or agent.status != Agent.Status.AVAILABLE
-        or not agent_is_connected(agent=agent, now=timezone.now(), policy=policy)
-    ):
-        return 0
-    return max(agent.capacity - agent_load(agent=agent), 0)
+    """Free slots of a locked agent, re-read under its lock; 0 when not routable."""
+    return agent_room(agent=agent, now=timezone.now(), policy=policy)
 
 
-def _offer_create(*, ticket: Ticket, agent: Agent, policy: DispatchPolicy) -> Offer:
+class _NoRoom(Exception):
+    pass
+
+
+def _lock_agent_with_room(*, agent_id: uuid.UUID, policy: DispatchPolicy) -> Agent | None:
+    """The agent, locked, if it still has room; otherwise None, and no lock kept on it.
+
+    Candidates come in score order, which differs from ticket to ticket: a step that kept the
+    lock of each full agent it tried while waiting for the next could wait on a step that did
+    the same in another order, a deadlock. Rolling back to the savepoint releases the lock.
+    """
+    try:
+        with transaction.atomic():
+            agent = lock_agent(agent_id)
+            if agent is None or not _agent_has_room(agent=agent, policy=policy):
+                raise _NoRoom
+            return agent
+    except _NoRoom:
+        return None
+
+
+def _ticket_flag_sla_breach(*, ticket: Ticket, policy: DispatchPolicy, now: datetime) -> bool:
+    """Flag a locked ticket that waited past its first-assignment target; once per ticket."""
+    if ticket.sla_breached or not ticket_is_past_sla(ticket=ticket, now=now, policy=policy):
+        return False
+    ticket.sla_breached = True
+    ticket.sla_breached_at = now
+    ticket.save(update_fields=["sla_breached", "sla_breached_at"])
+    target = sla_target_seconds(policy=policy, priority=ticket.priority)
+    waited = int((now - ticket.created_at).total_seconds())
+    ticket_record_event(
+        ticket=ticket,
+        kind="sla_breached",
+        detail={"target_seconds": target, "waited_seconds": waited},
+    )
+    logger.warning(
+        "Ticket %s (%s) breached its %s s first-assignment target after %s s",
+        ticket.pk,
+        ticket.get_priority_display(),
+        target,
+        waited,
+    )
+    return True
+
+
+def _offer_create(
+    *,
+    ticket: Ticket,
+    agent: Agent,
+    policy: DispatchPolicy,
+    score: scoring.Score | None = None,
+    by: AbstractBaseUser | None = None,
+    detail: dict | None = None,
+) -> Offer:
+    """Offer a locked, queued ticket to a locked agent; `score` is why routing chose them,
+    `by` the coordinator who chose instead."""
     now = timezone.now()
+    _ticket_flag_sla_breach(ticket=ticket, policy=policy, now=now)
     offer = Offer.objects.create(
         ticket=ticket,
         agent=agent,
         expires_at=now + timedelta(seconds=policy.offer_timeout_seconds),
+        score=score.total if score is not None else None,
+        score_parts=score.parts if score is not None else {},
+        assigned_by=by,
     )
-    ticket_transition(ticket=ticket, to_status=Ticket.Status.OFFERED, kind="offered", agent=agent)
+    ticket_transition(
+        ticket=ticket,
+        to_status=Ticket.Status.OFFERED,
+        kind="offered",
+        agent=agent,
+        actor=by,
+        detail=detail if detail is not None else {"score": offer.score},
+    )
     agent.idle_since = now
     agent.save(update_fields=["idle_since"])
     push_to_agent_on_commit(agent.pk, offer_created_frame(offer))
@@ -106,22 +193,29 @@ def _offer_create(*, ticket: Ticket, agent: Agent, policy: DispatchPolicy) -> Of
 
 @transaction.atomic
 def ticket_route(*, ticket_id: uuid.UUID) -> Offer | None:
-    """Offer a queued ticket to the best eligible agent; None when nobody can take it now."""
+    """Offer a queued ticket to the best-scoring eligible agent; None when nobody can take it
+    now. A ticket past its SLA target is flagged here too."""
     ticket = lock_ticket(ticket_id)
     if ticket is None or ticket.status != Ticket.Status.QUEUED:
         return None
     policy = DispatchPolicy.load()
-    candidates = agents_eligible_for(ticket=ticket, now=timezone.now(), policy=policy)
+    now = timezone.now()
+    _ticket_flag_sla_breach(ticket=ticket, policy=policy, now=now)
+    candidates = agents_ranked_for(ticket=ticket, now=now, policy=policy)
     for candidate in candidates[:CANDIDATES_PER_STEP]:
-        agent = lock_agent(candidate.pk)
-        if agent is not None and _agent_has_room(agent=agent, policy=policy):
-            return _offer_create(ticket=ticket, agent=agent, policy=policy)
+        agent = _lock_agent_with_room(agent_id=candidate.agent.pk, policy=policy)
+        if agent is not None:
+            return _offer_create(ticket=ticket, agent=agent, policy=policy, score=candidate.score)
     return None
 
 
 @transaction.atomic
 def agent_drain(*, agent_id: uuid.UUID) -> list[Offer]:
-    """Offer an agent the waiting tickets it can take, best ticket first, up to its capacity."""
+    """Offer an agent the waiting tickets it can take, best ticket first, up to its capacity.
+
+    Each offer records the agent's score among the ticket's current candidates, so that a
+    coordinator sees the same reasons as for a routed offer.
+    """
     agent = lock_agent(agent_id)
     if agent is None:
         return []
@@ -130,11 +224,19 @@ def agent_drain(*, agent_id: uuid.UUID) -> list[Offer]:
     offers: list[Offer] = []
     if room == 0:
         return offers
-    for waiting in tickets_waiting_for(agent=agent)[: room + CANDIDATES_PER_STEP]:
-        ticket = lock_ticket(waiting.pk, skip_locked=True)
+    now = timezone.now()
+    waiting = tickets_waiting_for(agent=agent, now=now, policy=policy)
+    for waiting_ticket in waiting[: room + CANDIDATES_PER_STEP]:
+        ticket = lock_ticket(waiting_ticket.pk, skip_locked=True)
         if ticket is None or ticket.status != Ticket.Status.QUEUED:
             continue
-        offers.append(_offer_create(ticket=ticket, agent=agent, policy=policy))
+        own = [
+            c for c in agents_ranked_for(ticket=ticket, now=now, policy=policy) if c.agent == agent
+        ]
+        if not own:
+            # The ticket stopped being one this agent may take since the list was read.
+            continue
+        offers.append(_offer_create(ticket=ticket, agent=agent, policy=policy, score=own[0].score))
         if len(offers) == room:
             break
     return offers
@@ -146,9 +248,15 @@ def _offer_for_update(*, offer_id: uuid.UUID) -> tuple[Ticket, Offer]:
     return ticket, lock_offer(offer_id)
 
 
+def _agent_answered(*, agent: Agent) -> None:
+    """An answer, either way, shows the agent is there: their run of misses ends."""
+    Agent.objects.filter(pk=agent.pk, consecutive_misses__gt=0).update(consecutive_misses=0)
+
+
 @transaction.atomic
 def offer_accept(*, offer_id: uuid.UUID, agent: Agent) -> Ticket:
-    """Accept a pending offer of this agent's; the ticket becomes theirs."""
+    """Accept a pending offer of this agent's; the ticket becomes theirs, and any room the
+    agent still has is offered the next waiting tickets."""
     ticket, offer = _offer_for_update(offer_id=offer_id)
     if offer.agent_id != agent.pk:
         raise OfferDoesNotExist
@@ -161,6 +269,23 @@ def offer_accept(*, offer_id: uuid.UUID, agent: Agent) -> Ticket:
     offer.status = Offer.Status.ACCEPTED
     offer.responded_at = now
     offer.save(update_fields=["status", "responded_at"])
+    _ticket_assign(ticket=ticket, agent=agent, now=now)
+    _agent_answered(agent=agent)
+    agent_request_drain(agent=agent)
+    return ticket
+
+
+def _ticket_assign(
+    *,
+    ticket: Ticket,
+    agent: Agent,
+    now: datetime,
+    by: AbstractBaseUser | None = None,
+    detail: dict | None = None,
+) -> None:
+    """Make a locked ticket the agent's, tell the bot and the agent."""
+    # A first assignment that comes past the target is a breach even if no sweep saw it wait.
+    _ticket_flag_sla_breach(ticket=ticket, policy=DispatchPolicy.load(), now=now)
     ticket.agent = agent
     ticket.assigned_at = now
     if ticket.first_assigned_at is None:
@@ -170,11 +295,12 @@ def offer_accept(*, offer_id: uuid.UUID, agent: Agent) -> Ticket:
         to_status=Ticket.Status.ASSIGNED,
         kind="assigned",
         agent=agent,
+        actor=by,
+        detail=detail,
         update_fields=("agent", "assigned_at", "first_assigned_at"),
     )
     webhook_enqueue(ticket=ticket, event="ticket.assigned")
     push_to_agent_on_commit(agent.pk, ticket_assigned_frame(ticket))
-    return ticket
 
 
 def _offer_close(*, ticket: Ticket, offer: Offer, status: str, kind: str, detail: dict) -> None:
@@ -204,19 +330,46 @@ def offer_decline(*, offer_id: uuid.UUID, agent: Agent, reason: str = "") -> Off
         kind="declined",
         detail={"reason": reason} if reason else {},
     )
+    _agent_answered(agent=agent)
     return offer
 
 
 @transaction.atomic
 def offer_expire(*, offer_id: uuid.UUID) -> bool:
-    """Expire an overdue pending offer (a miss); False when it was answered in time."""
-    ticket, offer = _offer_for_update(offer_id=offer_id)
+    """Expire an overdue pending offer, a miss for its agent; False when it was answered in
+    time (or is gone). After the policy's number of misses in a row the agent is set away."""
+    try:
+        ticket, offer = _offer_for_update(offer_id=offer_id)
+    except Offer.DoesNotExist:
+        # Deleted with its ticket before its timer fired: nothing left to expire.
+        return False
     if offer.status != Offer.Status.PENDING or offer.expires_at > timezone.now():
         return False
     offer.revoke_reason = Offer.RevokeReason.EXPIRED
     _offer_close(ticket=ticket, offer=offer, status=Offer.Status.EXPIRED, kind="expired", detail={})
     push_to_agent_on_commit(offer.agent_id, offer_revoked_frame(offer, Offer.RevokeReason.EXPIRED))
+    _agent_count_miss(agent_id=offer.agent_id, policy=DispatchPolicy.load())
     return True
+
+
+def _agent_count_miss(*, agent_id: uuid.UUID, policy: DispatchPolicy) -> None:
+    agent = lock_agent(agent_id)
+    # Misses count only against an agent routing believes is there; one already away or
+    # offline has nothing more to switch.
+    if agent is None or agent.status != Agent.Status.AVAILABLE:
+        return
+    agent.consecutive_misses += 1
+    if agent.consecutive_misses >= policy.max_consecutive_misses:
+        # An absent freelancer would stall every ticket offered to them for a whole time-out;
+        # away, they get none until they come back and say so.
+        logger.info("Agent %s missed %s offers in a row: away", agent.pk, agent.consecutive_misses)
+        agent.status = Agent.Status.AWAY
+        agent.consecutive_misses = 0
+        # As agents.services.agent_set_status tells it (which this module cannot import
+        # without a cycle): the agent's tabs and the coordinators' board.
+        push_to_agent_on_commit(agent.pk, status_frame(agent))
+        push_to_board_on_commit(agent_status_board_frame(agent))
+    agent.save(update_fields=["consecutive_misses", "status"])
 
 
 @transaction.atomic
@@ -262,6 +415,132 @@ def ticket_withdraw(*, ticket: Ticket, actor: AbstractBaseUser | None = None) ->
         agent_request_drain(agent=ticket.agent)
 
 
+def _ticket_take_back(*, ticket: Ticket, by: AbstractBaseUser) -> None:
+    """Requeue a locked ticket from whoever holds it, for a coordinator's reassignment."""
+    now = timezone.now()
+    if ticket.status == Ticket.Status.OFFERED:
+        pending = lock_offer(
+            Offer.objects.values_list("pk", flat=True).get(
+                ticket=ticket, status=Offer.Status.PENDING
+            )
+        )
+        pending.status = Offer.Status.REVOKED
+        pending.revoke_reason = REASSIGNED
+        pending.responded_at = now
+        pending.save(update_fields=["status", "revoke_reason", "responded_at"])
+        ticket_transition(
+            ticket=ticket,
+            to_status=Ticket.Status.QUEUED,
+            kind="revoked",
+            agent=pending.agent,
+            actor=by,
+            detail={"reason": REASSIGNED},
+        )
+        push_to_agent_on_commit(pending.agent_id, offer_revoked_frame(pending, REASSIGNED))
+        agent_request_drain(agent=pending.agent)
+    elif ticket.status == Ticket.Status.ASSIGNED:
+        previous = ticket.agent
+        Offer.objects.filter(
+            ticket=ticket, agent=previous, status=Offer.Status.ACCEPTED, released_at__isnull=True
+        ).update(released_at=now, revoke_reason=REASSIGNED)
+        ticket.agent = None
+        ticket_transition(
+            ticket=ticket,
+            to_status=Ticket.Status.QUEUED,
+            kind="requeued",
+            agent=previous,
+            actor=by,
+            detail={"reason": REASSIGNED},
+            update_fields=("agent",),
+        )
+        webhook_enqueue(ticket=ticket, event="ticket.requeued")
+        push_to_agent_on_commit(previous.pk, ticket_requeued_frame(ticket, reason=REASSIGNED))
+        agent_request_drain(agent=previous)
+
+
+def _ticket_hand_over(
+    *, ticket_id: uuid.UUID, agent_id: uuid.UUID, by: AbstractBaseUser, allow_over_capacity: bool
+) -> tuple[Ticket, Agent, dict]:
+    """Lock a ticket and the agent a coordinator named, check that the agent may take it, and
+    requeue the ticket from its holder; returns both and the audit detail of the hand-over."""
+    ticket = lock_ticket(ticket_id)
+    if ticket is None:
+        raise Ticket.DoesNotExist
+    if ticket.is_final:
+        raise TicketClosed(ticket.status)
+    holder = (
+        ticket.agent_id
+        if ticket.status == Ticket.Status.ASSIGNED
+        else Offer.objects.filter(ticket=ticket, status=Offer.Status.PENDING)
+        .values_list("agent_id", flat=True)
+        .first()
+    )
+    target = Agent.objects.get(pk=agent_id)
+    if holder == target.pk:
+        raise TicketAlreadyWithAgent(target)
+    _ticket_take_back(ticket=ticket, by=by)
+    agent = lock_agent(agent_id)
+    if agent.account_state != Agent.AccountState.ACTIVE:
+        raise AgentNotActive(agent)
+    load = agent_load(agent=agent)
+    if load >= agent.capacity and not allow_over_capacity:
+        raise AgentAtCapacity(agent, load)
+    return ticket, agent, {"by_coordinator": True, "over_capacity": load >= agent.capacity}
+
+
+@transaction.atomic
+def ticket_offer_to(
+    *,
+    ticket_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    by: AbstractBaseUser,
+    allow_over_capacity: bool = False,
+) -> Offer:
+    """A coordinator offers a ticket to a named agent, bypassing the score and the filters.
+
+    Whoever holds the ticket loses it first (their offer is revoked, or their assignment
+    requeued). An agent at capacity is refused unless `allow_over_capacity`; the audit trail
+    names the coordinator and whether capacity was exceeded.
+    """
+    ticket, agent, detail = _ticket_hand_over(
+        ticket_id=ticket_id, agent_id=agent_id, by=by, allow_over_capacity=allow_over_capacity
+    )
+    return _offer_create(
+        ticket=ticket, agent=agent, policy=DispatchPolicy.load(), by=by, detail=detail
+    )
+
+
+@transaction.atomic
+def ticket_assign_to(
+    *,
+    ticket_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    by: AbstractBaseUser,
+    allow_over_capacity: bool = False,
+) -> Ticket:
+    """A coordinator assigns a ticket to a named agent outright, without an offer to answer.
+
+    As ticket_offer_to: the holder loses it first, capacity is exceeded only when allowed, and
+    the audit trail names the coordinator.
+    """
+    ticket, agent, detail = _ticket_hand_over(
+        ticket_id=ticket_id, agent_id=agent_id, by=by, allow_over_capacity=allow_over_capacity
+    )
+    now = timezone.now()
+    Offer.objects.create(
+        ticket=ticket,
+        agent=agent,
+        status=Offer.Status.ACCEPTED,
+        expires_at=now,
+        responded_at=now,
+        assigned_by=by,
+    )
+    _ticket_assign(ticket=ticket, agent=agent, now=now, by=by, detail=detail)
+    agent.idle_since = now
+    agent.save(update_fields=["idle_since"])
+    return ticket
+
+
 def offers_expire_overdue() -> int:
     """Expire every overdue pending offer (the sweep's net under the per-offer timers)."""
     overdue = Offer.objects.filter(
@@ -270,22 +549,63 @@ def offers_expire_overdue() -> int:
     return sum(offer_expire(offer_id=offer_id) for offer_id in list(overdue))
 
 
+def tickets_flag_sla_breaches() -> int:
+    """Flag every waiting ticket past its first-assignment target; returns how many."""
+    policy = DispatchPolicy.load()
+    overdue = list(
+        tickets_past_sla_unflagged(now=timezone.now(), policy=policy).values_list("pk", flat=True)
+    )
+    flagged = 0
+    for ticket_id in overdue:
+        with transaction.atomic():
+            # A ticket locked right now is being routed or answered, and that step flags it.
+            ticket = lock_ticket(ticket_id, skip_locked=True)
+            if ticket is not None and ticket.status in (
+                Ticket.Status.QUEUED,
+                Ticket.Status.OFFERED,
+            ):
+                flagged += _ticket_flag_sla_breach(ticket=ticket, policy=policy, now=timezone.now())
+    return flagged
+
+
+def tickets_route_waiting() -> int:
+    """Route, best ticket first, every queued ticket that a routable agent with room could
+    take; returns the offers made. Each goes to its best-scoring agent, as on escalation."""
+    policy = DispatchPolicy.load()
+    now = timezone.now()
+    takeable: set[uuid.UUID] = set()
+    for agent in agents_routable(now=now, policy=policy):
+        room = agent.capacity - agent.load
+        takeable.update(
+            tickets_waiting_for(agent=agent, now=now, policy=policy).values_list("pk", flat=True)[
+                :room
+            ]
+        )
+    in_order = tickets_in_dispatch_order(
+        Ticket.objects.filter(pk__in=takeable), aging_seconds=policy.aging_seconds_per_priority
+    ).values_list("pk", flat=True)
+    return sum(ticket_route(ticket_id=ticket_id) is not None for ticket_id in list(in_order))
+
+
 def dispatch_sweep() -> int:
-    """Expire overdue offers and drain every routable agent with room; returns offers made.
+    """Expire overdue offers, flag SLA breaches, and offer every waiting ticket that someone
+    can take now; returns the offers made.
 
     Routing is event-driven; this repairs whatever a lost task, worker or Redis message left
-    behind, so a lost event costs seconds, not a ticket.
+    behind, so a lost event costs seconds, not a ticket. Tickets are routed first, so each goes
+    to its best agent; then every agent still with room is drained, the net under that net.
     """
     offers_expire_overdue()
+    tickets_flag_sla_breaches()
+    made = tickets_route_waiting()
     policy = DispatchPolicy.load()
-    # Longest idle first, never-busy (NULL) first on every database, as routing orders them;
-    # the agent drained first wins a ticket several could take.
+    # Longest idle first, never-busy (NULL) first on every database, as routing orders them.
     agent_ids = list(
         agents_routable(now=timezone.now(), policy=policy)
         .order_by(F("idle_since").asc(nulls_first=True), "created_at")
         .values_list("pk", flat=True)
     )
-    return sum(len(agent_drain(agent_id=agent_id)) for agent_id in agent_ids)
+    return made + sum(len(agent_drain(agent_id=agent_id)) for agent_id in agent_ids)
 
 
 def agent_snapshot(*, agent: Agent) -> dict:

@@ -13,10 +13,8 @@ from datetime import timedelta
 
 import pytest
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from agents.models import Agent
 from dispatch.models import Offer
 from dispatch.selectors import agent_load
 from dispatch.services import (
@@ -29,6 +27,8 @@ from dispatch.services import (
 )
 from tickets.models import Ticket
 
+from .invariants import assert_invariants
+
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
 
 TICKETS = 40
@@ -40,8 +40,6 @@ ACCEPTORS = 2
 DECLINERS = 1
 ROUNDS = 3
 DECLINABLE = 8
-
-HOLDING = Q(status=Offer.Status.PENDING) | Q(status=Offer.Status.ACCEPTED, released_at=None)
 
 
 def run_together(workers: list) -> list[BaseException]:
@@ -65,35 +63,6 @@ def run_together(workers: list) -> list[BaseException]:
         thread.join(timeout=120)
     assert not any(thread.is_alive() for thread in threads), "a racing thread hung"
     return errors
-
-
-def assert_invariants() -> None:
-    holding = list(Offer.objects.filter(HOLDING).values_list("ticket", "status", "agent"))
-    # Invariant 1: never two pending-or-accepted-unreleased offers for one ticket.
-    holders = Counter(ticket for ticket, _, _ in holding)
-    assert [ticket for ticket, count in holders.items() if count > 1] == []
-    # Invariant 2: no agent holds more than its capacity (assigned + pending).
-    over = {
-        agent.display_name: (agent_load(agent=agent), agent.capacity)
-        for agent in Agent.objects.all()
-        if agent_load(agent=agent) > agent.capacity
-    }
-    assert over == {}
-    # And every ticket's status agrees with the offer that holds it.
-    held = {ticket: (status, agent) for ticket, status, agent in holding}
-    disagreements = []
-    for ticket_id, status, agent_id in Ticket.objects.values_list("pk", "status", "agent"):
-        holder = held.get(ticket_id)
-        agrees = {
-            Ticket.Status.QUEUED: holder is None and agent_id is None,
-            Ticket.Status.OFFERED: holder is not None
-            and holder[0] == Offer.Status.PENDING
-            and agent_id is None,
-            Ticket.Status.ASSIGNED: holder == (Offer.Status.ACCEPTED, agent_id),
-        }[status]
-        if not agrees:
-            disagreements.append((ticket_id, status, agent_id, holder))
-    assert disagreements == []
 
 
 @pytest.fixture

@@ -385,11 +385,12 @@ def test_accepting_assigns_the_ticket(bot, agent):
 def test_an_agent_becoming_available_is_offered_the_best_waiting_tickets_up_to_capacity(
     bot, agent_factory
 ):
-    # given: five tickets waiting while the only agent is away
+    # given: five tickets waiting seconds, far less than a priority's worth of aging, while the
+    # only agent is away
     agent = agent_factory(online=True, capacity=3)
     Agent.objects.filter(pk=agent.pk).update(status=Agent.Status.AWAY)
     waiting = {}
-    for minutes, name, priority in [
+    for seconds, name, priority in [
         (50, "low", Ticket.Priority.LOW),
         (40, "normal-old", Ticket.Priority.NORMAL),
         (30, "urgent", Ticket.Priority.URGENT),
@@ -397,7 +398,7 @@ def test_an_agent_becoming_available_is_offered_the_best_waiting_tickets_up_to_c
         (10, "normal-new", Ticket.Priority.NORMAL),
     ]:
         waiting[name] = escalate(bot, priority=priority)
-        Ticket.objects.filter(pk=waiting[name].pk).update(created_at=ago(minutes=minutes))
+        Ticket.objects.filter(pk=waiting[name].pk).update(created_at=ago(seconds=seconds))
     assert Ticket.objects.filter(status=Ticket.Status.QUEUED).count() == 5
 
     # when

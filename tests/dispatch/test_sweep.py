@@ -1,0 +1,80 @@
+"""The sweep as the net under lost messages, and the Celery settings the routing tasks rely on.
+
+A lost message is made for real: the escalation's routing task is sent from an on-commit
+callback, and these tests capture that callback and never run it, so the task never exists."""
+
+import pytest
+from django.conf import settings
+
+from dispatch.celery import app as celery_app
+from dispatch.models import Offer
+from dispatch.services import DRAIN_TASK, EXPIRE_TASK, ROUTE_TASK
+from tickets.models import Ticket
+from tickets.services import ticket_escalate
+
+pytestmark = pytest.mark.django_db
+
+SWEEP_TASK = "dispatch.sweep"
+ROUTING_TASKS = [ROUTE_TASK, DRAIN_TASK, EXPIRE_TASK, SWEEP_TASK]
+
+
+def test_the_next_sweep_offers_an_escalation_whose_routing_message_was_lost(
+    bot, agent, django_capture_on_commit_callbacks
+):
+    # given: an escalation whose routing task is lost: its send, like every other on-commit
+    # callback of the escalation, never runs
+    with django_capture_on_commit_callbacks(execute=False):
+        ticket, _ = ticket_escalate(
+            integration=bot, external_id="lost-1", language="en", customer_id="cust-1"
+        )
+    assert Ticket.objects.get(pk=ticket.pk).status == Ticket.Status.QUEUED
+
+    # when: beat's next tick, which comes within the sweep interval, runs the sweep task
+    entry = settings.CELERY_BEAT_SCHEDULE["sweep"]
+    celery_app.tasks[entry["task"]].apply().get()
+
+    # then
+    assert (entry["task"], entry["schedule"]) == (SWEEP_TASK, 3.0)
+    ticket.refresh_from_db()
+    assert ticket.status == Ticket.Status.OFFERED
+    assert list(ticket.offers.values_list("agent", "status")) == [(agent.pk, Offer.Status.PENDING)]
+
+
+def test_the_sweep_expires_an_offer_whose_timer_was_lost(bot, agent_factory, ticket_factory):
+    # given: an offer overdue, its expiry task lost, and another agent who could take it
+    first = agent_factory(online=True, idle_since=None)
+    ticket = ticket_factory()
+    celery_app.tasks[SWEEP_TASK].apply().get()
+    Offer.objects.filter(ticket=ticket).update(expires_at="2000-01-01T00:00:00Z")
+    second = agent_factory(online=True)
+
+    # when
+    celery_app.tasks[SWEEP_TASK].apply().get()
+
+    # then
+    assert list(ticket.offers.order_by("created_at").values_list("agent", "status")) == [
+        (first.pk, Offer.Status.EXPIRED),
+        (second.pk, Offer.Status.PENDING),
+    ]
+
+
+@pytest.mark.parametrize("task_name", ROUTING_TASKS)
+def test_routing_tasks_run_on_their_own_queue_and_survive_a_lost_worker(task_name):
+    # given
+    task = celery_app.tasks[task_name]
+
+    # when
+    queue = celery_app.amqp.router.route({}, task_name)["queue"].name
+
+    # then: acknowledged only after they ran, redelivered when the worker dies, time-limited
+    assert queue == "routing"
+    assert (task.acks_late, task.reject_on_worker_lost) == (True, True)
+    assert (task.soft_time_limit, task.time_limit) == (20, 30)
+
+
+def test_a_sweep_left_waiting_behind_a_backlog_expires_instead_of_running_late():
+    # when
+    task = celery_app.tasks[SWEEP_TASK]
+
+    # then
+    assert task.expires == 10
