@@ -1,59 +1,78 @@
-"""The agent websocket (`/ws/agent/`): authenticate, join the agent's group, forward frames."""
+"""The websockets: `/ws/agent/` for agents (contract section 5) and `/ws/board/` for the
+coordinators' live board. They authenticate, join a group and forward frames; presence and every
+other write are services."""
 
 import uuid
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from dispatch import presence
 from dispatch import services as dispatch_services
 from tickets.exceptions import Conflict
 
 from . import services
 from .models import Agent
-from .push import agent_group
+from .push import BOARD_GROUP, agent_group
 
 CLOSE_UNAUTHENTICATED = 4401
-CLOSE_NOT_AN_AGENT = 4403
+CLOSE_FORBIDDEN = 4403
 
 
 @database_sync_to_async
 def active_agent_of(user) -> Agent | None:
-    if not user.is_authenticated:
-        return None
     agent = Agent.objects.filter(user=user).select_related("user").first()
     if agent is None or agent.account_state != Agent.AccountState.ACTIVE or not user.is_active:
         return None
     return agent
 
 
-class AgentConsumer(AsyncJsonWebsocketConsumer):
-    agent: Agent | None = None
+class FrameConsumer(AsyncJsonWebsocketConsumer):
+    """JSON frames with a `type`, for a user who is authenticated and allowed here.
+
+    The socket is accepted first and then closed with an application code, so a client can tell
+    "log in again" (4401) from "you are not allowed" (4403); a refused handshake cannot. A frame
+    that cannot be carried out is answered with an `error` frame, and the socket stays open.
+    """
+
+    handlers: dict = {}
+    # The group this socket joined, once it was allowed in.
+    group: str | None = None
+
+    async def authorize(self, user) -> str | None:
+        """The group an authenticated user's socket joins; None when the user may not."""
+        raise NotImplementedError
+
+    async def joined(self) -> None:
+        pass
+
+    async def left(self) -> None:
+        pass
 
     async def connect(self) -> None:
-        # Accept first and close with an application code, so a client can tell "log in
-        # again" (4401) from "you are not allowed" (4403); a refused handshake cannot.
         await self.accept()
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        self.agent = await active_agent_of(user)
-        if self.agent is None:
-            await self.close(code=CLOSE_NOT_AN_AGENT)
+        group = await self.authorize(user)
+        if group is None:
+            await self.close(code=CLOSE_FORBIDDEN)
             return
-        await self.channel_layer.group_add(agent_group(self.agent.pk), self.channel_name)
-        await database_sync_to_async(services.agent_connect)(
-            agent=self.agent, channel_name=self.channel_name
-        )
-        await self.send_json(
-            await database_sync_to_async(dispatch_services.agent_snapshot)(agent=self.agent)
-        )
+        self.group = group
+        await self.channel_layer.group_add(group, self.channel_name)
+        await self.joined()
 
     async def disconnect(self, code: int) -> None:
-        if self.agent is None:
+        if self.group is None:
             return
-        await self.channel_layer.group_discard(agent_group(self.agent.pk), self.channel_name)
-        await database_sync_to_async(services.agent_disconnect)(channel_name=self.channel_name)
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.left()
+
+    async def rejoin(self) -> None:
+        # The channel layer drops a member that has not joined again within its group_expiry
+        # (settings: CHANNEL_LAYERS), so a live socket joins again on every heartbeat.
+        await self.channel_layer.group_add(self.group, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
         # A frame that is not JSON text is the client's mistake: answer it with an error
@@ -61,13 +80,13 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
         try:
             content = await self.decode_json(text_data or "")
         except ValueError:
-            if self.agent is not None:
+            if self.group is not None:
                 await self.send_error("Frames must be JSON text.")
             return
         await self.receive_json(content, **kwargs)
 
     async def receive_json(self, content, **kwargs) -> None:
-        if self.agent is None:
+        if self.group is None:
             return
         kind = content.get("type") if isinstance(content, dict) else None
         handler = self.handlers.get(kind)
@@ -79,10 +98,51 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
     async def send_error(self, detail: str) -> None:
         await self.send_json({"type": "error", "detail": detail})
 
-    async def on_heartbeat(self, content: dict) -> None:
-        await database_sync_to_async(services.agent_heartbeat)(
+
+class AgentConsumer(FrameConsumer):
+    """One tab or device of an agent; each open socket is a connection that presence counts
+    while it heartbeats (dispatch.presence)."""
+
+    agent: Agent | None = None
+
+    async def authorize(self, user) -> str | None:
+        self.agent = await active_agent_of(user)
+        return agent_group(self.agent.pk) if self.agent is not None else None
+
+    async def joined(self) -> None:
+        # The group was joined first: a frame sent after the snapshot below is read, and it
+        # comes after `hello`, since frames wait until this handler returns.
+        await database_sync_to_async(presence.agent_connect)(
             agent=self.agent, channel_name=self.channel_name
         )
+        await self.send_hello()
+
+    async def left(self) -> None:
+        await database_sync_to_async(presence.agent_disconnect)(
+            agent=self.agent, channel_name=self.channel_name
+        )
+
+    async def send_hello(self) -> None:
+        await self.send_json(await database_sync_to_async(self.snapshot)())
+
+    def snapshot(self) -> dict:
+        # Read afresh: the status may have changed since this socket loaded its agent (the
+        # sweep may have taken it offline while the socket connected or was stale).
+        self.agent = Agent.objects.select_related("user").get(pk=self.agent.pk)
+        return dispatch_services.agent_snapshot(agent=self.agent)
+
+    async def on_heartbeat(self, content: dict) -> None:
+        beat = await database_sync_to_async(presence.agent_heartbeat)(
+            agent=self.agent, channel_name=self.channel_name
+        )
+        if beat is presence.Heartbeat.REFUSED:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        await self.rejoin()
+        if beat is presence.Heartbeat.REVIVED:
+            # The connection had stopped counting (a frozen tab, a stalled server): the agent
+            # may have been taken offline and frames lost meanwhile, so resync as on connect.
+            await self.send_hello()
         await self.send_json({"type": "heartbeat.ack"})
 
     async def on_status_set(self, content: dict) -> None:
@@ -136,4 +196,25 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
 
     async def agent_event(self, event: dict) -> None:
         """A frame pushed to the agent's group by a service (see agents.push)."""
+        await self.send_json(event["payload"])
+
+
+class BoardConsumer(FrameConsumer):
+    """The coordinators' live board: staff only. Every ticket transition (`ticket.event`) and
+    every agent status (`agent.status`) and presence (`agent.presence`) change arrives as a small
+    frame; the board loads its state over HTTP and again after a reconnect, since frames only
+    keep it current. A client sends `heartbeat` (answered with `heartbeat.ack`) at least every
+    few minutes to stay in the group."""
+
+    async def authorize(self, user) -> str | None:
+        return BOARD_GROUP if user.is_active and user.is_staff else None
+
+    async def on_heartbeat(self, content: dict) -> None:
+        await self.rejoin()
+        await self.send_json({"type": "heartbeat.ack"})
+
+    handlers = {"heartbeat": on_heartbeat}
+
+    async def board_event(self, event: dict) -> None:
+        """A frame pushed to the coordinators' group by a service (see agents.push)."""
         await self.send_json(event["payload"])

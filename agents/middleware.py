@@ -10,7 +10,10 @@ from rest_framework.authtoken.models import Token
 @database_sync_to_async
 def user_for_token(key: str):
     token = Token.objects.select_related("user").filter(key=key).first()
-    return token.user if token is not None else None
+    # An inactive user's token does not authenticate, as DRF's TokenAuthentication has it.
+    if token is None or not token.user.is_active:
+        return None
+    return token.user
 
 
 class TokenAuthMiddleware(BaseMiddleware):

@@ -1,4 +1,5 @@
-"""Every write on the freelance pool: agents, their status and their presence."""
+"""Every write on the freelance pool: agents and their status (presence, computed from their
+connections, is dispatch.presence)."""
 
 from decimal import Decimal
 
@@ -9,10 +10,10 @@ from django.utils.text import slugify
 
 from dispatch import services as dispatch_services
 
-from .events import status_frame
+from .events import agent_status_board_frame, status_frame
 from .locks import lock_agent
-from .models import Agent, AgentConnection, AgentLanguage, AgentSkill, Skill
-from .push import push_to_agent_on_commit
+from .models import Agent, AgentLanguage, AgentSkill, Skill
+from .push import push_to_agent_on_commit, push_to_board_on_commit
 
 
 @transaction.atomic
@@ -50,39 +51,21 @@ def agent_create(
 
 @transaction.atomic
 def agent_set_status(*, agent: Agent, status: str) -> Agent:
-    """Change an agent's status; every open tab hears of it, and availability drains the queue."""
+    """Change an agent's status; every open tab and the coordinators' board hear of it, and
+    availability drains the queue.
+
+    An unchanged status is confirmed to the agent's tabs all the same, so the tab that asked
+    always gets its answer.
+    """
     agent = lock_agent(agent.pk)
-    if agent.status == status:
-        return agent
-    agent.status = status
-    fields = ["status"]
-    if status == Agent.Status.AVAILABLE:
-        agent.idle_since = timezone.now()
-        fields.append("idle_since")
-        dispatch_services.agent_request_drain(agent=agent)
-    agent.save(update_fields=fields)
+    if agent.status != status:
+        agent.status = status
+        fields = ["status"]
+        if status == Agent.Status.AVAILABLE:
+            agent.idle_since = timezone.now()
+            fields.append("idle_since")
+            dispatch_services.agent_request_drain(agent=agent)
+        agent.save(update_fields=fields)
+        push_to_board_on_commit(agent_status_board_frame(agent))
     push_to_agent_on_commit(agent.pk, status_frame(agent))
     return agent
-
-
-@transaction.atomic
-def agent_connect(*, agent: Agent, channel_name: str) -> AgentConnection:
-    """Record an open socket; an available agent coming back is offered waiting work."""
-    now = timezone.now()
-    connection = AgentConnection.objects.create(
-        agent=agent, channel_name=channel_name, last_heartbeat_at=now
-    )
-    Agent.objects.filter(pk=agent.pk).update(last_seen_at=now)
-    if agent.status == Agent.Status.AVAILABLE:
-        dispatch_services.agent_request_drain(agent=agent)
-    return connection
-
-
-def agent_heartbeat(*, agent: Agent, channel_name: str) -> None:
-    now = timezone.now()
-    AgentConnection.objects.filter(channel_name=channel_name).update(last_heartbeat_at=now)
-    Agent.objects.filter(pk=agent.pk).update(last_seen_at=now)
-
-
-def agent_disconnect(*, channel_name: str) -> None:
-    AgentConnection.objects.filter(channel_name=channel_name).delete()

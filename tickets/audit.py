@@ -1,7 +1,9 @@
 from django.contrib.auth.models import AbstractBaseUser
 
 from agents.models import Agent
+from agents.push import push_to_board_on_commit
 
+from .events import ticket_event_board_frame
 from .models import Ticket, TicketEvent
 
 
@@ -38,8 +40,9 @@ def ticket_record_event(
     actor: AbstractBaseUser | None = None,
     detail: dict | None = None,
 ) -> TicketEvent:
-    """Write one audit event for something that happened to a ticket."""
-    return TicketEvent.objects.create(
+    """Write one audit event for something that happened to a ticket; the coordinators' live
+    board hears of it once the transaction commits."""
+    event = TicketEvent.objects.create(
         ticket=ticket,
         kind=kind,
         from_status=from_status if from_status is not None else ticket.status,
@@ -48,3 +51,5 @@ def ticket_record_event(
         actor=actor if actor is not None and actor.is_authenticated else None,
         detail=detail or {},
     )
+    push_to_board_on_commit(ticket_event_board_frame(event))
+    return event

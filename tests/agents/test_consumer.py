@@ -12,18 +12,20 @@ from rest_framework.authtoken.models import Token
 
 from agents.models import Agent, AgentConnection
 from dispatch.asgi import application
-from dispatch.models import Offer
-from dispatch.services import offer_accept, offer_decline, ticket_route
+from dispatch.models import DispatchPolicy, Offer
+from dispatch.presence import presence_sweep
+from dispatch.services import offer_accept, offer_decline, offer_expire, ticket_route
 from tests.factories import AgentFactory, TicketFactory, UserFactory
 from tickets.models import Message, Ticket
+from tickets.services import ticket_add_agent_message, ticket_add_customer_message, ticket_cancel
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 TIMEOUT = 5
 
 
-def communicator(*headers: tuple[bytes, bytes]) -> WebsocketCommunicator:
-    return WebsocketCommunicator(application, "/ws/agent/", headers=list(headers))
+def communicator(*headers: tuple[bytes, bytes], path: str = "/ws/agent/") -> WebsocketCommunicator:
+    return WebsocketCommunicator(application, path, headers=list(headers))
 
 
 def token_header(user) -> tuple[bytes, bytes]:
@@ -107,6 +109,12 @@ def waiting_ticket(*, waited_seconds: int, **kwargs) -> Ticket:
 def available_agent(**kwargs) -> Agent:
     """An active, available agent with no socket yet: the test's socket makes it routable."""
     return AgentFactory(status=Agent.Status.AVAILABLE, **kwargs)
+
+
+async def last_seen(agent: Agent):
+    return await database_sync_to_async(
+        lambda: Agent.objects.values_list("last_seen_at", flat=True).get(pk=agent.pk)
+    )()
 
 
 async def connected(*headers: tuple[bytes, bytes]) -> tuple[WebsocketCommunicator, dict]:
@@ -220,7 +228,7 @@ async def test_hello_carries_the_profile_pending_offers_and_assigned_tickets():
     @database_sync_to_async
     def agent_with_work():
         agent = AgentFactory(online=True, display_name="Maja")
-        assigned = waiting_ticket(waited_seconds=600, summary="Refund please")
+        assigned = waiting_ticket(waited_seconds=200, summary="Refund please")
         Message.objects.create(
             ticket=assigned, position=1, role="customer", text="Hi", sent_at=timezone.now()
         )
@@ -252,17 +260,42 @@ async def test_connecting_records_a_connection_and_disconnecting_removes_it():
     # given
     agent = await database_sync_to_async(available_agent)()
     header = await database_sync_to_async(token_header)(agent.user)
+    before = timezone.now()
     socket, _ = await connected(header)
     connections = await database_sync_to_async(
         lambda: list(AgentConnection.objects.values_list("agent", flat=True))
+    )()
+    seen_on_connect = await last_seen(agent)
+
+    # when
+    closing = timezone.now()
+    await socket.disconnect()
+
+    # then: the agent was last seen when its socket closed, the moment it stopped counting
+    assert connections == [agent.pk]
+    assert before <= seen_on_connect <= closing
+    assert await database_sync_to_async(AgentConnection.objects.count)() == 0
+    assert closing <= await last_seen(agent) <= timezone.now()
+
+
+async def test_closing_a_socket_that_had_gone_stale_dates_the_absence_from_its_staleness():
+    # given: a socket whose last heartbeat was 100 s ago (the time-out is 60 s), not yet swept
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+    last_heartbeat = timezone.now() - timedelta(seconds=100)
+    await database_sync_to_async(
+        lambda: AgentConnection.objects.filter(agent=agent).update(last_heartbeat_at=last_heartbeat)
+    )()
+    await database_sync_to_async(
+        lambda: Agent.objects.filter(pk=agent.pk).update(last_seen_at=last_heartbeat)
     )()
 
     # when
     await socket.disconnect()
 
-    # then
-    assert connections == [agent.pk]
-    assert await database_sync_to_async(AgentConnection.objects.count)() == 0
+    # then: gone since it stopped counting, not since it closed
+    assert await last_seen(agent) == last_heartbeat + timedelta(seconds=60)
 
 
 async def test_a_heartbeat_is_acknowledged_and_refreshes_presence():
@@ -284,6 +317,103 @@ async def test_a_heartbeat_is_acknowledged_and_refreshes_presence():
     assert ack == {"type": "heartbeat.ack"}
     connection = await database_sync_to_async(AgentConnection.objects.get)(agent=agent)
     assert connection.last_heartbeat_at >= sent_at
+    assert await last_seen(agent) >= sent_at
+    await socket.disconnect()
+
+
+async def test_a_socket_that_heartbeats_again_after_going_stale_is_resynced_with_hello():
+    # given: a tab that froze for 70 s with a pending offer, and the sweep took the agent
+    # offline and revoked the offer meanwhile (frames the frozen tab may never have read)
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+    offer = await database_sync_to_async(
+        lambda: ticket_route(ticket_id=waiting_ticket(waited_seconds=5).pk)
+    )()
+    frozen_at = timezone.now() - timedelta(seconds=100)
+    await database_sync_to_async(
+        lambda: AgentConnection.objects.filter(agent=agent).update(last_heartbeat_at=frozen_at)
+    )()
+    await database_sync_to_async(
+        lambda: Agent.objects.filter(pk=agent.pk).update(last_seen_at=frozen_at)
+    )()
+    await database_sync_to_async(presence_sweep)()
+    missed = [await socket.receive_json_from(timeout=TIMEOUT) for _ in range(3)]
+    assert [frame["type"] for frame in missed] == ["offer.created", "offer.revoked", "status"]
+    assert await database_sync_to_async(AgentConnection.objects.count)() == 0
+
+    # when the tab wakes up and heartbeats
+    await socket.send_json_to({"type": "heartbeat"})
+    hello = await socket.receive_json_from(timeout=TIMEOUT)
+    ack = await socket.receive_json_from(timeout=TIMEOUT)
+
+    # then it is resynced as on a reconnect, and counts again
+    assert hello == {
+        "type": "hello",
+        "agent": profile(agent, status="offline"),
+        "offers": [],
+        "tickets": [],
+    }
+    assert ack == {"type": "heartbeat.ack"}
+    connection = await database_sync_to_async(AgentConnection.objects.get)(agent=agent)
+    assert connection.last_heartbeat_at > frozen_at
+    await database_sync_to_async(offer.refresh_from_db)()
+    assert offer.status == Offer.Status.REVOKED
+    await socket.disconnect()
+
+
+async def test_a_heartbeat_from_an_agent_suspended_since_connecting_closes_with_4403():
+    # given
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+    await database_sync_to_async(
+        lambda: Agent.objects.filter(pk=agent.pk).update(account_state=Agent.AccountState.SUSPENDED)
+    )()
+
+    # when
+    await socket.send_json_to({"type": "heartbeat"})
+    closed = await socket.receive_output(timeout=TIMEOUT)
+
+    # then
+    assert closed == {"type": "websocket.close", "code": 4403}
+    await socket.disconnect(code=4403)
+    assert await database_sync_to_async(AgentConnection.objects.count)() == 0
+
+
+async def test_a_reconnect_resyncs_what_dropped_frames_lost():
+    # given: an agent whose socket dropped before it read its frames (an assigned ticket and a
+    # new offer), and a customer message pushed while no socket was open
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+
+    @database_sync_to_async
+    def work_arrives():
+        assigned = waiting_ticket(waited_seconds=100)
+        offer_accept(offer_id=ticket_route(ticket_id=assigned.pk).pk, agent=agent)
+        return assigned, ticket_route(ticket_id=waiting_ticket(waited_seconds=10).pk)
+
+    assigned, offer = await work_arrives()
+    await socket.disconnect()
+    await database_sync_to_async(ticket_add_customer_message)(
+        ticket_id=assigned.pk, text="Are you still there?"
+    )
+
+    # when
+    socket, hello = await connected(header)
+
+    # then
+    expected = await database_sync_to_async(
+        lambda: {
+            "type": "hello",
+            "agent": profile(agent, active_tickets=1),
+            "offers": [offer_json(offer, waiting_seconds=10)],
+            "tickets": [assigned_ticket_json(assigned)],
+        }
+    )()
+    assert hello == expected
+    assert hello["tickets"][0]["messages"][-1]["text"] == "Are you still there?"
     await socket.disconnect()
 
 
@@ -570,3 +700,353 @@ async def test_a_bad_decline_reason_is_an_error_and_the_offer_stays_pending(reas
     await database_sync_to_async(offer.refresh_from_db)()
     assert offer.status == Offer.Status.PENDING
     await socket.disconnect()
+
+
+async def test_an_inactive_users_token_is_closed_with_4401():
+    # given: a valid token of a user who was deactivated
+    @database_sync_to_async
+    def deactivated():
+        agent = available_agent()
+        header = token_header(agent.user)
+        agent.user.is_active = False
+        agent.user.save(update_fields=["is_active"])
+        return header
+
+    socket = communicator(await deactivated())
+
+    # when
+    accepted, _ = await socket.connect(timeout=TIMEOUT)
+    closed = await socket.receive_output(timeout=TIMEOUT)
+
+    # then
+    assert accepted is True
+    assert closed == {"type": "websocket.close", "code": 4401}
+    await socket.disconnect(code=4401)
+
+
+# -- server frames, whatever caused them ------------------------------------------------------
+
+
+async def test_setting_the_status_it_already_has_is_confirmed():
+    # given
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+
+    # when
+    await socket.send_json_to({"type": "status.set", "status": "available"})
+
+    # then
+    assert await socket.receive_json_from(timeout=TIMEOUT) == {
+        "type": "status",
+        "status": "available",
+    }
+    await socket.disconnect()
+
+
+def admin_change_form(client: Client, url: str) -> dict:
+    """The admin's change form as it is shown, as the browser would post it back."""
+    page = client.get(url)
+    assert page.status_code == 200
+    forms = [page.context["adminform"].form]
+    for inline in page.context["inline_admin_formsets"]:
+        forms += [inline.formset.management_form, *inline.formset.forms]
+    data = {}
+    for form in forms:
+        for name in form.fields:
+            value = form[name].value()
+            if value is None or value is False:
+                continue
+            key = form.add_prefix(name)
+            if value is True:
+                data[key] = "on"
+            elif isinstance(value, list | tuple):
+                data[key] = [str(getattr(item, "pk", item)) for item in value]
+            else:
+                data[key] = str(getattr(value, "pk", value))
+    return data
+
+
+async def test_a_coordinators_status_change_in_the_admin_reaches_the_agents_tabs():
+    # given: a connected agent, and a coordinator in the admin
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+
+    @database_sync_to_async
+    def coordinator_sets_away():
+        coordinator = UserFactory(is_staff=True, is_superuser=True)
+        client = Client()
+        client.force_login(coordinator)
+        url = f"/admin/agents/agent/{agent.pk}/change/"
+        data = admin_change_form(client, url)
+        data["status"] = "away"
+        return client.post(url, data)
+
+    # when
+    response = await coordinator_sets_away()
+
+    # then
+    assert response.status_code == 302
+    assert await socket.receive_json_from(timeout=TIMEOUT) == {"type": "status", "status": "away"}
+    await database_sync_to_async(agent.refresh_from_db)()
+    assert agent.status == Agent.Status.AWAY
+    await socket.disconnect()
+
+
+async def test_missing_offers_in_a_row_sets_the_agent_away_and_its_tabs_hear_it():
+    # given: the policy sets an agent away after one missed offer, and an offer that ran out
+    await database_sync_to_async(
+        lambda: DispatchPolicy.objects.update_or_create(
+            pk=1, defaults={"max_consecutive_misses": 1}
+        )
+    )()
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+    offer = await database_sync_to_async(
+        lambda: ticket_route(ticket_id=waiting_ticket(waited_seconds=5).pk)
+    )()
+    await socket.receive_json_from(timeout=TIMEOUT)  # offer.created
+    await database_sync_to_async(
+        lambda: Offer.objects.filter(pk=offer.pk).update(expires_at=timezone.now())
+    )()
+
+    # when
+    await database_sync_to_async(offer_expire)(offer_id=offer.pk)
+
+    # then
+    assert await socket.receive_json_from(timeout=TIMEOUT) == {
+        "type": "offer.revoked",
+        "offer_id": str(offer.pk),
+        "reason": "expired",
+    }
+    assert await socket.receive_json_from(timeout=TIMEOUT) == {"type": "status", "status": "away"}
+    await socket.disconnect()
+
+
+async def test_accepting_an_expired_offer_is_an_error_and_the_socket_stays():
+    # given: an offer past its expiry that no timer has expired yet
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+    offer = await database_sync_to_async(
+        lambda: ticket_route(ticket_id=waiting_ticket(waited_seconds=5).pk)
+    )()
+    await socket.receive_json_from(timeout=TIMEOUT)  # offer.created
+    await database_sync_to_async(
+        lambda: Offer.objects.filter(pk=offer.pk).update(expires_at=timezone.now())
+    )()
+
+    # when
+    await socket.send_json_to({"type": "offer.accept", "offer_id": str(offer.pk)})
+    error = await socket.receive_json_from(timeout=TIMEOUT)
+
+    # then
+    assert error == {"type": "error", "detail": "The offer is no longer pending (it is expired)."}
+    await socket.send_json_to({"type": "heartbeat"})
+    assert await socket.receive_json_from(timeout=TIMEOUT) == {"type": "heartbeat.ack"}
+    await socket.disconnect()
+
+
+async def test_a_ticket_cancelled_while_offered_revokes_the_offer():
+    # given
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+    offer = await database_sync_to_async(
+        lambda: ticket_route(ticket_id=waiting_ticket(waited_seconds=5).pk)
+    )()
+    await socket.receive_json_from(timeout=TIMEOUT)  # offer.created
+
+    # when the customer leaves
+    await database_sync_to_async(ticket_cancel)(ticket_id=offer.ticket_id)
+
+    # then
+    assert await socket.receive_json_from(timeout=TIMEOUT) == {
+        "type": "offer.revoked",
+        "offer_id": str(offer.pk),
+        "reason": "cancelled",
+    }
+    await socket.disconnect()
+
+
+async def test_a_ticket_cancelled_while_assigned_is_announced():
+    # given
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+
+    @database_sync_to_async
+    def assigned():
+        ticket = waiting_ticket(waited_seconds=5)
+        offer_accept(offer_id=ticket_route(ticket_id=ticket.pk).pk, agent=agent)
+        return ticket
+
+    ticket = await assigned()
+    await socket.receive_json_from(timeout=TIMEOUT)  # offer.created
+    await socket.receive_json_from(timeout=TIMEOUT)  # ticket.assigned
+
+    # when the customer leaves
+    await database_sync_to_async(ticket_cancel)(ticket_id=ticket.pk)
+
+    # then
+    assert await socket.receive_json_from(timeout=TIMEOUT) == {
+        "type": "ticket.cancelled",
+        "ticket_id": str(ticket.pk),
+    }
+    await socket.disconnect()
+
+
+async def test_messages_reach_every_tab_including_the_agents_own_reply():
+    # given: an agent with two tabs and an assigned ticket
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    first, _ = await connected(header)
+    second, _ = await connected(header)
+
+    @database_sync_to_async
+    def assigned():
+        ticket = waiting_ticket(waited_seconds=5)
+        offer_accept(offer_id=ticket_route(ticket_id=ticket.pk).pk, agent=agent)
+        return ticket
+
+    ticket = await assigned()
+    for tab in (first, second):
+        assert (await tab.receive_json_from(timeout=TIMEOUT))["type"] == "offer.created"
+        assert (await tab.receive_json_from(timeout=TIMEOUT))["type"] == "ticket.assigned"
+
+    # when the customer writes, and the agent answers from one tab (over REST)
+    customer = await database_sync_to_async(ticket_add_customer_message)(
+        ticket_id=ticket.pk, text="Hello?"
+    )
+    reply = await database_sync_to_async(ticket_add_agent_message)(
+        ticket_id=ticket.pk, agent=agent, text="Hi, I am here."
+    )
+
+    # then both tabs show both messages
+    for tab in (first, second):
+        assert await tab.receive_json_from(timeout=TIMEOUT) == {
+            "type": "ticket.message",
+            "ticket_id": str(ticket.pk),
+            "message": message_json(customer),
+        }
+        assert await tab.receive_json_from(timeout=TIMEOUT) == {
+            "type": "ticket.message",
+            "ticket_id": str(ticket.pk),
+            "message": message_json(reply),
+        }
+    await first.disconnect()
+    await second.disconnect()
+
+
+# -- the coordinators' board ------------------------------------------------------------------
+
+
+def board(*headers: tuple[bytes, bytes]) -> WebsocketCommunicator:
+    return communicator(*headers, path="/ws/board/")
+
+
+@pytest.mark.parametrize(
+    ("who", "code"),
+    [("nobody", 4401), ("an agent", 4403), ("a deactivated coordinator", 4401)],
+)
+async def test_only_staff_may_watch_the_board(who, code):
+    # given
+    @database_sync_to_async
+    def headers():
+        if who == "nobody":
+            return []
+        if who == "an agent":
+            return [token_header(available_agent().user)]
+        return [token_header(UserFactory(is_staff=True, is_active=False))]
+
+    socket = board(*await headers())
+
+    # when
+    accepted, _ = await socket.connect(timeout=TIMEOUT)
+    closed = await socket.receive_output(timeout=TIMEOUT)
+
+    # then
+    assert accepted is True
+    assert closed == {"type": "websocket.close", "code": code}
+    await socket.disconnect(code=code)
+
+
+async def test_the_board_hears_agent_presence_and_status_and_every_ticket_transition():
+    # given: a coordinator watching the board from the browser
+    @database_sync_to_async
+    def coordinator_session():
+        browser = Client()
+        browser.force_login(UserFactory(is_staff=True))
+        return browser.cookies["sessionid"].value
+
+    session_key = await coordinator_session()
+    watcher = board(
+        (b"cookie", f"sessionid={session_key}".encode()), (b"origin", b"http://localhost:8000")
+    )
+    accepted, _ = await watcher.connect(timeout=TIMEOUT)
+    assert accepted is True
+    agent = await database_sync_to_async(available_agent)(display_name="Maja")
+    header = await database_sync_to_async(token_header)(agent.user)
+
+    # when an agent connects, is offered a ticket, goes away and closes its tab
+    socket, _ = await connected(header)
+    offer = await database_sync_to_async(
+        lambda: ticket_route(ticket_id=waiting_ticket(waited_seconds=5).pk)
+    )()
+    await socket.send_json_to({"type": "status.set", "status": "away"})
+    await socket.receive_json_from(timeout=TIMEOUT)  # offer.created
+    await socket.receive_json_from(timeout=TIMEOUT)  # status
+    await socket.disconnect()
+
+    # then the board hears each change, in order
+    frames = [await watcher.receive_json_from(timeout=TIMEOUT) for _ in range(4)]
+    await database_sync_to_async(agent.refresh_from_db)()
+    connected_at = frames[0].pop("last_seen_at")
+    event = await database_sync_to_async(
+        lambda: Ticket.objects.get(pk=offer.ticket_id).events.get(kind="offered")
+    )()
+    assert frames == [
+        {
+            "type": "agent.presence",
+            "agent_id": str(agent.pk),
+            "display_name": "Maja",
+            "connections": 1,
+        },
+        {
+            "type": "ticket.event",
+            "ticket_id": str(offer.ticket_id),
+            "kind": "offered",
+            "from_status": "queued",
+            "to_status": "offered",
+            "language": "en",
+            "priority": "normal",
+            "agent": {"id": str(agent.pk), "display_name": "Maja"},
+            "occurred_at": event.occurred_at.isoformat(),
+        },
+        {
+            "type": "agent.status",
+            "agent_id": str(agent.pk),
+            "display_name": "Maja",
+            "status": "away",
+        },
+        {
+            "type": "agent.presence",
+            "agent_id": str(agent.pk),
+            "display_name": "Maja",
+            "connections": 0,
+            "last_seen_at": agent.last_seen_at.isoformat(),
+        },
+    ]
+    assert connected_at <= agent.last_seen_at.isoformat()
+
+    # and its heartbeat is answered, and a frame it cannot send is an error
+    await watcher.send_json_to({"type": "heartbeat"})
+    assert await watcher.receive_json_from(timeout=TIMEOUT) == {"type": "heartbeat.ack"}
+    await watcher.send_json_to({"type": "status.set", "status": "away"})
+    assert await watcher.receive_json_from(timeout=TIMEOUT) == {
+        "type": "error",
+        "detail": "Unknown frame type: 'status.set'.",
+    }
+    await watcher.disconnect()
