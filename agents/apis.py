@@ -3,8 +3,14 @@
 import uuid
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
-from rest_framework import permissions, status
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import permissions, serializers, status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import NotFound
@@ -14,8 +20,16 @@ from rest_framework.views import APIView
 
 from dispatch import services as dispatch_services
 from dispatch.events import offer_view
+from dispatch.exceptions import RETRY_AFTER, error_responses
 from tickets import services as ticket_services
 from tickets.events import message_view, ticket_for_agent
+from tickets.models import Ticket
+from tickets.serializers import (
+    AgentTicketSerializer,
+    MessageSerializer,
+    TicketCustomerSerializer,
+)
+from tickets.throttling import TokenLoginRateThrottle
 
 from . import services
 from .events import agent_profile
@@ -26,6 +40,64 @@ from .serializers import (
     ReleaseSerializer,
     ResolveSerializer,
     StatusSerializer,
+)
+
+TAGS = ["agent"]
+OFFER_ID = OpenApiParameter("offer_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
+TICKET_ID = OpenApiParameter("ticket_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
+
+# --- Response shapes, for the OpenAPI schema (the payloads are built in the events modules) ---
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField()
+
+
+class AgentProfileSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    display_name = serializers.CharField()
+    status = serializers.ChoiceField(choices=Agent.Status.values)
+    languages = serializers.ListField(child=serializers.CharField(min_length=2, max_length=2))
+    skills = serializers.ListField(child=serializers.SlugField())
+    capacity = serializers.IntegerField(min_value=1)
+    active_tickets = serializers.IntegerField(min_value=0)
+
+
+class OfferTicketSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    language = serializers.CharField(min_length=2, max_length=2)
+    skills = serializers.ListField(child=serializers.SlugField())
+    priority = serializers.ChoiceField(choices=[label for _, label in Ticket.Priority.choices])
+    reason = serializers.ChoiceField(choices=Ticket.Reason.values)
+    summary = serializers.CharField(allow_blank=True)
+    customer = TicketCustomerSerializer()
+    transcript = MessageSerializer(many=True)
+    waiting_seconds = serializers.IntegerField(min_value=0)
+
+
+class OfferSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    expires_at = serializers.DateTimeField()
+    ticket = OfferTicketSerializer()
+
+
+class OfferDeclinedSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.CharField()
+
+
+PROFILE_EXAMPLE = OpenApiExample(
+    "Profile",
+    response_only=True,
+    value={
+        "username": "maja",
+        "display_name": "Maja",
+        "status": "available",
+        "languages": ["sv", "en"],
+        "skills": ["billing", "refunds"],
+        "capacity": 3,
+        "active_tickets": 1,
+    },
 )
 
 
@@ -49,8 +121,29 @@ class IsActiveAgent(permissions.BasePermission):
         return True
 
 
+@extend_schema_view(
+    post=extend_schema(
+        tags=TAGS,
+        summary="Log in for a token",
+        description="At most 10 log-ins a minute from one client address.",
+        auth=[],
+        responses={200: TokenSerializer, **error_responses(400, 413, 415, 429)},
+        parameters=[RETRY_AFTER],
+        examples=[
+            OpenApiExample(
+                "Log-in", request_only=True, value={"username": "maja", "password": "..."}
+            ),
+            OpenApiExample(
+                "Token",
+                response_only=True,
+                value={"token": "9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b"},
+            ),
+        ],
+    )
+)
 class AuthTokenApi(ObtainAuthToken):
     parser_classes = [JSONParser]
+    throttle_classes = [TokenLoginRateThrottle]
 
 
 class AgentApi(APIView):
@@ -60,13 +153,27 @@ class AgentApi(APIView):
 
 
 class AgentMeApi(AgentApi):
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        tags=TAGS,
+        summary="The agent's profile",
+        responses={200: AgentProfileSerializer, **error_responses(401, 403)},
+        examples=[PROFILE_EXAMPLE],
+    )
     def get(self, request):
         return Response(agent_profile(request.agent))
 
 
 class AgentStatusApi(AgentApi):
-    @extend_schema(request=StatusSerializer, responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        tags=TAGS,
+        summary="Set the agent's status",
+        request=StatusSerializer,
+        responses={200: AgentProfileSerializer, **error_responses(400, 401, 403, 413, 415)},
+        examples=[
+            OpenApiExample("Available", request_only=True, value={"status": "available"}),
+            PROFILE_EXAMPLE,
+        ],
+    )
     def post(self, request):
         serializer = StatusSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -77,7 +184,11 @@ class AgentStatusApi(AgentApi):
 
 
 class AgentOffersApi(AgentApi):
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        tags=TAGS,
+        summary="The agent's pending offers",
+        responses={200: OfferSerializer(many=True), **error_responses(401, 403)},
+    )
     def get(self, request):
         return Response(
             [offer_view(offer) for offer in dispatch_services.agent_offers(agent=request.agent)]
@@ -85,14 +196,33 @@ class AgentOffersApi(AgentApi):
 
 
 class OfferAcceptApi(AgentApi):
-    @extend_schema(request=None, responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        tags=TAGS,
+        summary="Accept an offer",
+        parameters=[OFFER_ID],
+        request=None,
+        responses={
+            200: OpenApiResponse(AgentTicketSerializer, description="The ticket, now assigned."),
+            **error_responses(401, 403, 404, 409),
+        },
+    )
     def post(self, request, offer_id):
         ticket = dispatch_services.offer_accept(offer_id=parse_id(offer_id), agent=request.agent)
         return Response(ticket_for_agent(ticket))
 
 
 class OfferDeclineApi(AgentApi):
-    @extend_schema(request=DeclineSerializer, responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        tags=TAGS,
+        summary="Decline an offer",
+        parameters=[OFFER_ID],
+        description="The ticket is offered to someone else, never again to this agent.",
+        request=DeclineSerializer,
+        responses={
+            200: OfferDeclinedSerializer,
+            **error_responses(400, 401, 403, 404, 409, 413, 415),
+        },
+    )
     def post(self, request, offer_id):
         serializer = DeclineSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -105,7 +235,11 @@ class OfferDeclineApi(AgentApi):
 
 
 class AgentTicketsApi(AgentApi):
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        tags=TAGS,
+        summary="The agent's assigned tickets, with their messages",
+        responses={200: AgentTicketSerializer(many=True), **error_responses(401, 403)},
+    )
     def get(self, request):
         return Response(
             [
@@ -116,7 +250,14 @@ class AgentTicketsApi(AgentApi):
 
 
 class AgentTicketMessagesApi(AgentApi):
-    @extend_schema(request=AgentMessageSerializer, responses={201: OpenApiTypes.OBJECT})
+    @extend_schema(
+        tags=TAGS,
+        summary="Reply to the customer",
+        parameters=[TICKET_ID],
+        description="Relayed to the bot as the `ticket.message` webhook.",
+        request=AgentMessageSerializer,
+        responses={201: MessageSerializer, **error_responses(400, 401, 403, 404, 409, 413, 415)},
+    )
     def post(self, request, ticket_id):
         serializer = AgentMessageSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -129,7 +270,23 @@ class AgentTicketMessagesApi(AgentApi):
 
 
 class AgentTicketResolveApi(AgentApi):
-    @extend_schema(request=ResolveSerializer, responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        tags=TAGS,
+        summary="Resolve a ticket",
+        parameters=[TICKET_ID],
+        request=ResolveSerializer,
+        responses={
+            200: AgentTicketSerializer,
+            **error_responses(400, 401, 403, 404, 409, 413, 415),
+        },
+        examples=[
+            OpenApiExample(
+                "Solved",
+                request_only=True,
+                value={"outcome": "solved", "note": "Refunded the second charge."},
+            )
+        ],
+    )
     def post(self, request, ticket_id):
         serializer = ResolveSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -140,7 +297,17 @@ class AgentTicketResolveApi(AgentApi):
 
 
 class AgentTicketReleaseApi(AgentApi):
-    @extend_schema(request=ReleaseSerializer, responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        tags=TAGS,
+        summary="Hand a ticket back to the queue",
+        parameters=[TICKET_ID],
+        description="It is not offered to this agent again.",
+        request=ReleaseSerializer,
+        responses={
+            200: AgentTicketSerializer,
+            **error_responses(400, 401, 403, 404, 409, 413, 415),
+        },
+    )
     def post(self, request, ticket_id):
         serializer = ReleaseSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

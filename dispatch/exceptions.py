@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
-from rest_framework import exceptions
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from rest_framework import exceptions, serializers
 from rest_framework.views import exception_handler
 
 from tickets.exceptions import Conflict
@@ -29,3 +30,48 @@ def api_exception_handler(exc, context):
     elif isinstance(exc, ObjectDoesNotExist):
         exc = exceptions.NotFound()
     return exception_handler(exc, context)
+
+
+# --- The error answers, described for the OpenAPI schema ------------------------------------
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+VALIDATION_ERRORS_SCHEMA = {
+    "type": "object",
+    "description": 'Each invalid field with its messages, `{"field": ["message"]}` (nested for '
+    "objects and lists), or `non_field_errors`; a body that is not JSON gets `detail`.",
+    "additionalProperties": {},
+}
+
+ERROR_DESCRIPTIONS = {
+    401: "The credentials are missing, unknown or revoked.",
+    403: "The caller may not use this endpoint.",
+    404: "No such object, or one the caller may not see.",
+    409: "The object's state does not allow this now.",
+    413: "The request body is larger than 1 MiB.",
+    415: "The request body is not JSON.",
+    429: "Too many requests; `Retry-After` says how many seconds to wait.",
+}
+
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After",
+    type=int,
+    location=OpenApiParameter.HEADER,
+    response=[429],
+    description="Seconds until the next request will be accepted.",
+)
+
+
+def error_responses(*status_codes: int) -> dict[int, OpenApiResponse]:
+    """The documented error answers of an endpoint, in the shapes the handler above gives."""
+    return {
+        code: (
+            OpenApiResponse(VALIDATION_ERRORS_SCHEMA, description="The input is not valid.")
+            if code == 400
+            else OpenApiResponse(ErrorSerializer, description=ERROR_DESCRIPTIONS[code])
+        )
+        for code in status_codes
+    }

@@ -1,13 +1,54 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
 
+from agents.models import Agent
+from dispatch import services as dispatch_services
+
+from .exceptions import Conflict
 from .models import BotIntegration, Message, Ticket, TicketEvent, WebhookAttempt, WebhookDelivery
+from .webhooks import webhook_retry_now
 
 
 @admin.register(BotIntegration)
 class BotIntegrationAdmin(admin.ModelAdmin):
-    list_display = ["name", "key_prefix", "is_active", "created_at", "revoked_at"]
-    readonly_fields = ["key_prefix", "created_at"]
+    list_display = [
+        "name",
+        "key_prefix",
+        "is_active",
+        "requests_per_minute",
+        "created_at",
+        "revoked_at",
+    ]
+    list_filter = ["is_active"]
+    readonly_fields = ["key_prefix", "created_at", "revoked_at"]
     exclude = ["key_hash"]
+    actions = ["revoke"]
+
+    def get_changeform_initial_data(self, request) -> dict:
+        return {"signing_secret": BotIntegration.new_signing_secret()}
+
+    def save_model(self, request, obj, form, change) -> None:
+        if not change:
+            # The key exists only in this response: the database keeps its hash.
+            key = BotIntegration.new_key()
+            obj.key_prefix = key[:10]
+            obj.key_hash = BotIntegration.hash_key(key)
+            self.message_user(
+                request,
+                f"The API key of {obj.name}, shown only this once: {key}",
+                messages.WARNING,
+            )
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Revoke the API key of the selected integrations")
+    def revoke(self, request, queryset) -> None:
+        revoked = queryset.filter(is_active=True).update(is_active=False, revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {revoked} API key(s).")
 
 
 class MessageInline(admin.TabularInline):
@@ -24,6 +65,17 @@ class TicketEventInline(admin.TabularInline):
     readonly_fields = fields
 
 
+class HandOverForm(helpers.ActionForm):
+    """Beside the action menu: the agent a coordinator offers or assigns tickets to."""
+
+    agent = forms.ModelChoiceField(
+        queryset=Agent.objects.filter(account_state=Agent.AccountState.ACTIVE),
+        required=False,
+        label="Agent:",
+    )
+    allow_over_capacity = forms.BooleanField(required=False, label="even over capacity")
+
+
 @admin.register(Ticket)
 class TicketAdmin(admin.ModelAdmin):
     list_display = [
@@ -33,19 +85,82 @@ class TicketAdmin(admin.ModelAdmin):
         "priority",
         "language",
         "agent",
+        "sla_breached",
         "created_at",
     ]
-    list_filter = ["status", "priority", "language"]
+    list_filter = ["status", "priority", "language", "sla_breached"]
     search_fields = ["external_id", "customer_id", "customer_name"]
-    readonly_fields = ["message_count", "webhook_sequence", "created_at"]
+    # Who holds a ticket changes only through the services, which lock, keep the offers in
+    # step and write the audit trail: by the actions below, never by editing the fields.
+    readonly_fields = [
+        "status",
+        "agent",
+        "offers",
+        "sla_breached",
+        "sla_breached_at",
+        "assigned_at",
+        "first_assigned_at",
+        "message_count",
+        "webhook_sequence",
+        "created_at",
+    ]
     inlines = [MessageInline, TicketEventInline]
+    # Callback URLs are https (the contract allows plain http to loopback hosts only).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    action_form = HandOverForm
+    actions = ["offer_to_agent", "assign_to_agent"]
+
+    @admin.display(description="Offers")
+    def offers(self, ticket: Ticket) -> str:
+        if ticket.pk is None:
+            return "-"
+        url = reverse("admin:dispatch_offer_changelist")
+        return format_html('<a href="{}?ticket={}">Offers, with why each agent</a>', url, ticket.pk)
+
+    @admin.action(description="Offer to the chosen agent", permissions=["change"])
+    def offer_to_agent(self, request, queryset) -> None:
+        self._hand_over(request, queryset, dispatch_services.ticket_offer_to, "Offered")
+
+    @admin.action(description="Assign to the chosen agent", permissions=["change"])
+    def assign_to_agent(self, request, queryset) -> None:
+        self._hand_over(request, queryset, dispatch_services.ticket_assign_to, "Assigned")
+
+    def _hand_over(self, request, queryset, service, done_verb: str) -> None:
+        form = self.action_form(request.POST)
+        # As the admin's own action handling does, so that the form validates as a whole.
+        form.fields["action"].choices = self.get_action_choices(request)
+        agent = form.cleaned_data["agent"] if form.is_valid() else None
+        if agent is None:
+            self.message_user(request, "Choose the agent first.", messages.ERROR)
+            return
+        done = []
+        for ticket in queryset.order_by("created_at"):
+            try:
+                service(
+                    ticket_id=ticket.pk,
+                    agent_id=agent.pk,
+                    by=request.user,
+                    allow_over_capacity=form.cleaned_data["allow_over_capacity"],
+                )
+            except Conflict as refusal:
+                self.message_user(request, f"{ticket.external_id}: {refusal}", messages.ERROR)
+            else:
+                done.append(ticket.external_id)
+        if done:
+            self.message_user(request, f"{done_verb} to {agent}: {', '.join(done)}.")
 
 
 class WebhookAttemptInline(admin.TabularInline):
+    """The record of every attempt: read-only, as a log is."""
+
     model = WebhookAttempt
     extra = 0
+    can_delete = False
     fields = ["attempted_at", "status_code", "error", "duration_ms"]
     readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(WebhookDelivery)
@@ -56,18 +171,38 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         "sequence",
         "state",
         "attempt_count",
+        "next_attempt_at",
         "created_at",
         "delivered_at",
     ]
     list_filter = ["state", "event"]
+    list_select_related = ["ticket"]
     readonly_fields = [
         "ticket",
         "event",
         "sequence",
         "url",
         "body",
+        "state",
         "attempt_count",
+        "next_attempt_at",
         "created_at",
         "delivered_at",
     ]
     inlines = [WebhookAttemptInline]
+    actions = ["retry_now"]
+
+    def has_add_permission(self, request) -> bool:
+        # Deliveries are made by the events they report, never by hand.
+        return False
+
+    @admin.action(description="Retry now", permissions=["change"])
+    def retry_now(self, request, queryset) -> None:
+        retried = [
+            delivery_id
+            for delivery_id in queryset.exclude(state=WebhookDelivery.State.DELIVERED).values_list(
+                "pk", flat=True
+            )
+            if webhook_retry_now(delivery_id=delivery_id) is not None
+        ]
+        self.message_user(request, f"Retrying {len(retried)} delivery(ies) now.")

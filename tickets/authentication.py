@@ -1,4 +1,5 @@
 from django.contrib.auth.models import AnonymousUser
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from .models import BotIntegration
@@ -34,3 +35,17 @@ class BotKeyAuthentication(authentication.BaseAuthentication):
 class IsBot(permissions.BasePermission):
     def has_permission(self, request, view) -> bool:
         return isinstance(request.auth, BotIntegration)
+
+
+class BotKeyScheme(OpenApiAuthenticationExtension):
+    """Describes BotKeyAuthentication in the OpenAPI schema (registered by being defined)."""
+
+    target_class = BotKeyAuthentication
+    name = "botKey"
+
+    def get_security_definition(self, auto_schema) -> dict:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A bot integration's API key: `Authorization: Bearer <api key>`.",
+        }

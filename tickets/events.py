@@ -1,6 +1,6 @@
 """The ticket payloads sent to bots (REST and webhooks) and agents, built in one place."""
 
-from .models import Message, Ticket
+from .models import Message, Ticket, TicketEvent
 from .selectors import ticket_estimated_wait_seconds, ticket_queue_position
 
 
@@ -61,3 +61,25 @@ def ticket_message_frame(message: Message) -> dict:
 
 def ticket_cancelled_frame(ticket: Ticket) -> dict:
     return {"type": "ticket.cancelled", "ticket_id": str(ticket.id)}
+
+
+def ticket_requeued_frame(ticket: Ticket, *, reason: str) -> dict:
+    return {"type": "ticket.requeued", "ticket_id": str(ticket.id), "reason": reason}
+
+
+def ticket_event_board_frame(event: TicketEvent) -> dict:
+    """The coordinators' board frame for one audit event of a ticket: small, so that every
+    transition can be sent; the board reads anything more from the database."""
+    ticket = event.ticket
+    agent = event.agent
+    return {
+        "type": "ticket.event",
+        "ticket_id": str(ticket.id),
+        "kind": event.kind,
+        "from_status": event.from_status,
+        "to_status": event.to_status,
+        "language": ticket.language,
+        "priority": ticket.get_priority_display(),
+        "agent": {"id": str(agent.pk), "display_name": agent.display_name} if agent else None,
+        "occurred_at": isoformat(event.occurred_at),
+    }

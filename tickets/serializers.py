@@ -6,7 +6,7 @@ from rest_framework import serializers
 
 from agents.models import Skill
 
-from .models import Ticket
+from .models import Message, Ticket
 
 
 def is_loopback_host(host: str) -> bool:
@@ -87,3 +87,67 @@ class MessageInSerializer(serializers.Serializer):
 class CsatSerializer(serializers.Serializer):
     score = serializers.IntegerField(min_value=1, max_value=5)
     comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+
+
+# --- Response shapes ------------------------------------------------------------------------
+# The payloads are built in tickets.events (one place for REST, webhooks and websockets); these
+# serializers describe them for the OpenAPI schema, which the schema tests hold them to.
+
+
+class AgentRefSerializer(serializers.Serializer):
+    display_name = serializers.CharField()
+
+
+class ResolutionSerializer(serializers.Serializer):
+    outcome = serializers.ChoiceField(choices=Ticket.Outcome.values)
+    note = serializers.CharField(allow_blank=True)
+
+
+class TicketSerializer(serializers.Serializer):
+    """A ticket as its bot sees it (GET /api/v1/tickets/{id}/)."""
+
+    id = serializers.UUIDField()
+    external_id = serializers.CharField()
+    status = serializers.ChoiceField(choices=Ticket.Status.values)
+    priority = serializers.ChoiceField(choices=[label for _, label in Ticket.Priority.choices])
+    language = serializers.CharField(min_length=2, max_length=2)
+    skills = serializers.ListField(child=serializers.SlugField())
+    queue_position = serializers.IntegerField(
+        min_value=1,
+        allow_null=True,
+        help_text="1-based place among the waiting tickets of the same language, in dispatch "
+        "order; null unless queued or offered.",
+    )
+    estimated_wait_seconds = serializers.IntegerField(
+        min_value=0,
+        allow_null=True,
+        help_text="Queue position divided by the last hour's assignment rate of tickets of this "
+        "language and skills; null when there is no such history or the ticket is not waiting.",
+    )
+    agent = AgentRefSerializer(allow_null=True)
+    sla_breached = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+    assigned_at = serializers.DateTimeField(allow_null=True)
+    resolved_at = serializers.DateTimeField(allow_null=True)
+    resolution = ResolutionSerializer(allow_null=True)
+
+
+class MessageSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    role = serializers.ChoiceField(choices=Message.Role.values)
+    text = serializers.CharField()
+    sent_at = serializers.DateTimeField()
+
+
+class TicketCustomerSerializer(serializers.Serializer):
+    name = serializers.CharField(allow_blank=True)
+    tier = serializers.CharField(allow_blank=True)
+
+
+class AgentTicketSerializer(TicketSerializer):
+    """A ticket as its agent sees it: the bot's view plus the context and the conversation."""
+
+    summary = serializers.CharField(allow_blank=True)
+    reason = serializers.ChoiceField(choices=Ticket.Reason.values)
+    customer = TicketCustomerSerializer()
+    messages = MessageSerializer(many=True)

@@ -133,12 +133,14 @@ def _lock_agent_ticket(*, ticket_id: uuid.UUID, agent: Agent) -> Ticket:
 
 @transaction.atomic
 def ticket_add_agent_message(*, ticket_id: uuid.UUID, agent: Agent, text: str) -> Message:
-    """An agent's reply, relayed to the bot by the `ticket.message` webhook."""
+    """An agent's reply, relayed to the bot by the `ticket.message` webhook and to the agent's
+    other tabs, so each of them shows the whole conversation."""
     ticket = _lock_agent_ticket(ticket_id=ticket_id, agent=agent)
     message = _message_append(
         ticket=ticket, role=Message.Role.AGENT, text=text, sent_at=None, agent=agent
     )
     webhook_enqueue(ticket=ticket, event="ticket.message", message=message)
+    push_to_agent_on_commit(agent.pk, ticket_message_frame(message))
     return message
 
 

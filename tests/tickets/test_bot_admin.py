@@ -1,0 +1,86 @@
+"""Bot integrations in the admin (contract section 1): the API key is shown once, stored only
+hashed, and can be revoked."""
+
+import re
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from tickets.models import BotIntegration
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ESCALATION = {"external_id": "conv-1", "language": "en", "customer": {"id": "cust-1"}}
+
+
+@pytest.fixture
+def coordinator_client(client):
+    client.force_login(
+        get_user_model().objects.create_superuser("admin", "admin@example.com", "pw-admin-1")
+    )
+    return client
+
+
+def escalate_with(key: str):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client.post("/api/v1/escalations/", ESCALATION, format="json")
+
+
+def test_a_coordinator_creates_an_integration_and_sees_its_key_once(coordinator_client):
+    # given the add form, which proposes a signing secret
+    form = coordinator_client.get("/admin/tickets/botintegration/add/")
+    secret = form.context["adminform"].form.initial["signing_secret"]
+
+    # when the coordinator saves it
+    response = coordinator_client.post(
+        "/admin/tickets/botintegration/add/",
+        {
+            "name": "Acme bot",
+            "signing_secret": secret,
+            "is_active": "on",
+            "requests_per_minute": "120",
+        },
+        follow=True,
+    )
+
+    # then the key is shown once, works, and only its hash and prefix are stored
+    [key] = [
+        match[1]
+        for message in response.context["messages"]
+        if (
+            match := re.fullmatch(
+                r"The API key of Acme bot, shown only this once: (\S+)", str(message)
+            )
+        )
+    ]
+    integration = BotIntegration.objects.get()
+    assert (integration.name, integration.signing_secret, integration.requests_per_minute) == (
+        "Acme bot",
+        secret,
+        120,
+    )
+    assert (integration.key_hash, integration.key_prefix) == (
+        BotIntegration.hash_key(key),
+        key[:10],
+    )
+    assert escalate_with(key).status_code == 201
+    change_page = coordinator_client.get(f"/admin/tickets/botintegration/{integration.pk}/change/")
+    assert key not in change_page.content.decode()
+
+
+def test_a_revoked_key_is_refused(coordinator_client, bot):
+    # when a coordinator revokes the bot's key
+    response = coordinator_client.post(
+        "/admin/tickets/botintegration/",
+        {"action": "revoke", "_selected_action": [str(bot.pk)]},
+        follow=True,
+    )
+
+    # then the bot's requests are refused
+    assert [str(m) for m in response.context["messages"]] == ["Revoked 1 API key(s)."]
+    bot.refresh_from_db()
+    assert bot.is_active is False
+    assert bot.revoked_at is not None
+    assert escalate_with(bot.api_key).status_code == 401
