@@ -1,9 +1,24 @@
+import functools
 import uuid
+import zoneinfo
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import F, Q
+
+
+@functools.cache
+def time_zone_names() -> frozenset[str]:
+    # available_timezones() reads the whole tz database from disk on every call.
+    return frozenset(zoneinfo.available_timezones())
+
+
+def validate_time_zone(value: str) -> None:
+    if value not in time_zone_names():
+        raise ValidationError("%(value)s is not a known time zone.", params={"value": value})
 
 
 class Skill(models.Model):
@@ -56,6 +71,13 @@ class Agent(models.Model):
         decimal_places=2,
         default=Decimal("0.00"),
         help_text="Paid per resolved ticket.",
+    )
+    time_zone = models.CharField(
+        max_length=64,
+        default="UTC",
+        validators=[validate_time_zone],
+        help_text="IANA name, e.g. Europe/Stockholm: the agent's days, weeks and availability "
+        "windows are in this zone.",
     )
     skills = models.ManyToManyField(Skill, through="AgentSkill", related_name="agents")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -117,3 +139,56 @@ class AgentConnection(models.Model):
 
     def __str__(self) -> str:
         return self.channel_name
+
+
+class AgentAvailability(models.Model):
+    """A weekly window in which the agent means to work, in the agent's own time zone.
+
+    Coordinators plan with these; routing does not read them (presence decides who gets work).
+    A shift past midnight is two windows, one on each day, so a window never wraps.
+    """
+
+    class Weekday(models.IntegerChoices):
+        MONDAY = 0
+        TUESDAY = 1
+        WEDNESDAY = 2
+        THURSDAY = 3
+        FRIDAY = 4
+        SATURDAY = 5
+        SUNDAY = 6
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="availability")
+    weekday = models.PositiveSmallIntegerField(choices=Weekday.choices)
+    start_time = models.TimeField()
+    end_time = models.TimeField()
+
+    class Meta:
+        ordering = ["agent", "weekday", "start_time"]
+        verbose_name_plural = "availability"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(start_time__lt=F("end_time")), name="availability_starts_before_end"
+            ),
+            models.CheckConstraint(
+                condition=Q(weekday__gte=0, weekday__lte=6), name="availability_weekday_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_weekday_display()} {self.start_time:%H:%M}–{self.end_time:%H:%M}"
+
+    def clean(self) -> None:
+        if None not in (self.start_time, self.end_time) and self.start_time >= self.end_time:
+            raise ValidationError(
+                {
+                    "end_time": "The window must end after it starts (split a shift past "
+                    "midnight into two windows)."
+                }
+            )
+
+    def overlaps(self, other: "AgentAvailability") -> bool:
+        return (
+            self.weekday == other.weekday
+            and self.start_time < other.end_time
+            and other.start_time < self.end_time
+        )
