@@ -89,12 +89,13 @@ def agent_client(agent) -> APIClient:
     return client
 
 
-@pytest.fixture(scope="module")
-def live_platform(django_db_setup, django_db_blocker, tmp_path_factory):
-    """The real platform (ASGI server, Celery worker and beat) on the test database; tests
-    that use it need `transactional_db` so that their rows are visible to its processes.
+@pytest.fixture
+def live_platform(transactional_db, tmp_path_factory):
+    """The real platform (ASGI server, Celery worker and beat) on the test database, with the
+    test's rows committed so that its processes see them.
 
-    Per module, so its beat sweep never runs beside the in-process tests of other modules."""
+    One per test, stopped before the database is emptied after the test: a sweep still running
+    while the tables are truncated can deadlock with the truncation on PostgreSQL."""
     yield from running_platform(tmp_path_factory.mktemp("platform"))
 
 

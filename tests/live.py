@@ -171,6 +171,8 @@ def platform_env(**overrides: str) -> dict:
         "DEBUG": "0",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SWEEP_INTERVAL_SECONDS": "1",
+        # Many tests log agents in; the limit has its own tests.
+        "AUTH_TOKEN_LOGIN_RATE": "1000/minute",
         **overrides,
     }
 

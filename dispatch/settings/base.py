@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "django_htmx",
     "agents",
     "tickets",
     "dispatch",
@@ -49,6 +50,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
 ]
 
 ROOT_URLCONF = "dispatch.urls"
@@ -106,6 +108,20 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
 
+# Token log-ins per client address (DRF rate syntax), against password guessing.
+AUTH_TOKEN_LOGIN_RATE = env("AUTH_TOKEN_LOGIN_RATE", default="10/minute")
+
+# Shared by every process (the bot API's rate limits count across all web processes). A short
+# time-out: a slow Redis must not hold up requests (the throttle fails open, see throttling.py).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "gig-dispatch",
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    }
+}
+
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -120,11 +136,30 @@ CHANNEL_LAYERS = {
                     "max_connections": 2000,
                 }
             ],
-            # Per server process and shared by all its consumers: past it group_send drops
-            # frames silently. Clients never depend on one frame (hello resyncs), but size it
-            # for a few thousand sockets each with a short backlog.
-            "capacity": 1500,
-            "expiry": 30,
+            # Sized from STACK_NOTES.md (one ASGI process delivers at most ~275-300 frames/s).
+            # Delivery is at most once either way: clients resync with `hello` on connect and
+            # when a stale connection revives; these keep that a rare repair, not the rule.
+            #
+            # capacity: the frames waiting for one server process (all of its sockets share one
+            # list); past it group_send drops them silently. 5,000 is ~17 s of that process's
+            # full speed: room for the largest burst here, a presence sweep taking a dead
+            # process's agents offline at once (a status, revocations and re-routing for each,
+            # every one of them also sent to every board socket), which the default of 100
+            # would cut short, as it did 1,063 of 2,000 frames at full speed.
+            "capacity": 5000,
+            # expiry: a frame unread after 60 s is dropped. That is longer than a full list
+            # takes to drain (~17 s), so a live process never loses a frame to it; a process
+            # stalled this long has not read its sockets' heartbeats either (the default
+            # time-out is 60 s), so they have stopped counting and resync when they revive.
+            "expiry": 60,
+            # group_expiry: a member that has not re-joined for 15 minutes leaves its group.
+            # Sockets re-join on every heartbeat, and a connection counts only while it
+            # heartbeats within the policy's time-out (10 minutes at most), so every counted
+            # socket is a member; the channels of a server process that died without its
+            # disconnects leave within 15 minutes instead of the default day, and a tab open for
+            # more than a day does not silently stop hearing (uvicorn, unlike daphne, does not
+            # close a socket at the group expiry).
+            "group_expiry": 15 * 60,
         },
     }
 }
@@ -144,6 +179,17 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_BEAT_SCHEDULE = {
     "sweep": {"task": "dispatch.sweep", "schedule": env.float("SWEEP_INTERVAL_SECONDS", 3.0)},
+    # Presence: stale connections, the offline grace period and the reconnect window are kept
+    # to within one interval; the same knob as the routing sweep's.
+    "presence-sweep": {
+        "task": "dispatch.presence_sweep",
+        "schedule": env.float("SWEEP_INTERVAL_SECONDS", 3.0),
+    },
+    # Re-sends webhook deliveries that are due but lost their task (broker down, worker gone).
+    "resend-due-webhooks": {
+        "task": "tickets.resend_due_webhooks",
+        "schedule": env.float("WEBHOOK_RESEND_INTERVAL_SECONDS", 10.0),
+    },
 }
 
 REST_FRAMEWORK = {
@@ -168,6 +214,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Tickets and agents both have a `status`; each gets its own named enum (the values of
+    # Ticket.Status and Agent.Status, which the settings cannot import).
+    "ENUM_NAME_OVERRIDES": {
+        "TicketStatusEnum": ["queued", "offered", "assigned", "resolved", "cancelled"],
+        "AgentStatusEnum": ["offline", "available", "away"],
+    },
 }
 
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
