@@ -1,0 +1,424 @@
+"""The end-to-end benchmark: escalation over HTTP → offer on an agent's socket, measured
+against the floors of the same stack in the same run.
+
+It creates its own bot key and agents, connects every agent over a real websocket, has each
+accept an offer on receipt and resolve it a few seconds later, sends escalations at a steady
+rate and then in a burst, and reports latencies, throughput, lost and double-held tickets and
+the peak memory of the platform's processes.
+"""
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import httpx
+import psutil
+import redis.asyncio as aioredis
+import websockets
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import Count
+from rest_framework.authtoken.models import Token
+
+from agents.models import Agent, AgentLanguage, AgentSkill, Skill
+from agents.push import agent_group
+from tickets.services import bot_integration_create
+
+from .celery import app as celery_app
+from .models import Offer
+
+# A realistic mix: most demand in English, the rest spread.
+LANGUAGES = [("en", 0.5), ("sv", 0.2), ("es", 0.15), ("de", 0.15)]
+SKILL_SETS = [([], 0.4), (["refunds"], 0.25), (["billing"], 0.2), (["technical"], 0.15)]
+RESOLVE_AFTER_SECONDS = (2.0, 4.0)
+PING_TASK = "dispatch.ping"
+
+
+def pick(rng: random.Random, weighted: list) -> object:
+    return rng.choices([value for value, _ in weighted], [weight for _, weight in weighted])[0]
+
+
+def percentiles(samples: list[float]) -> dict:
+    """p50/p95/p99/max in milliseconds (nearest-rank), with the sample count."""
+    if not samples:
+        return {"n": 0, "p50": None, "p95": None, "p99": None, "max": None}
+    ordered = sorted(samples)
+
+    def rank(p: float) -> float:
+        return round(ordered[max(0, min(len(ordered) - 1, round(p * len(ordered)) - 1))] * 1000, 2)
+
+    return {
+        "n": len(ordered),
+        "p50": rank(0.50),
+        "p95": rank(0.95),
+        "p99": rank(0.99),
+        "max": round(ordered[-1] * 1000, 2),
+    }
+
+
+@dataclass
+class BenchAgent:
+    id: str
+    token: str
+    languages: list[str]
+    skills: list[str]
+    capacity: int
+
+
+def bench_setup(*, agents: int, seed: int) -> tuple[str, list[BenchAgent]]:
+    """Create a bot key and `agents` active agents with tokens; returns the key and them."""
+    rng = random.Random(seed)
+    run = uuid.uuid4().hex[:8]
+    skills = {
+        slug: Skill.objects.get_or_create(slug=slug, defaults={"name": slug.title()})[0]
+        for slug in ("refunds", "billing", "technical")
+    }
+    created: list[BenchAgent] = []
+    with transaction.atomic():
+        _, key = bot_integration_create(name=f"bench-{run}")
+        users = get_user_model().objects.bulk_create(
+            get_user_model()(username=f"bench-{run}-{n}", password="!") for n in range(agents)
+        )
+        agent_rows = Agent.objects.bulk_create(
+            Agent(
+                user=user,
+                display_name=f"Bench {n}",
+                capacity=rng.choice([2, 3]),
+                account_state=Agent.AccountState.ACTIVE,
+            )
+            for n, user in enumerate(users)
+        )
+        tokens = Token.objects.bulk_create(
+            Token(user=user, key=Token.generate_key()) for user in users
+        )
+        languages, agent_skills = [], []
+        for agent in agent_rows:
+            # Everyone speaks English; most speak one more language of the mix.
+            codes = sorted({"en", pick(rng, LANGUAGES)})
+            languages += [AgentLanguage(agent=agent, code=code) for code in codes]
+            slugs = sorted(rng.sample(list(skills), rng.randint(1, 3)))
+            agent_skills += [
+                AgentSkill(agent=agent, skill=skills[slug], proficiency=rng.randint(3, 5))
+                for slug in slugs
+            ]
+            created.append(BenchAgent(str(agent.pk), "", codes, slugs, agent.capacity))
+        AgentLanguage.objects.bulk_create(languages)
+        AgentSkill.objects.bulk_create(agent_skills)
+    for bench_agent, token in zip(created, tokens, strict=True):
+        bench_agent.token = token.key
+    return key, created
+
+
+@dataclass
+class Measurements:
+    escalation_http: list[float] = field(default_factory=list)
+    escalation_to_offer: list[float] = field(default_factory=list)
+    accept_to_assigned: list[float] = field(default_factory=list)
+    resolve_to_next_offer: list[float] = field(default_factory=list)
+    floor_http: list[float] = field(default_factory=list)
+    floor_celery: list[float] = field(default_factory=list)
+    floor_group_send: list[float] = field(default_factory=list)
+    sent_at: dict[str, float] = field(default_factory=dict)
+    offered_at: dict[str, float] = field(default_factory=dict)
+    offered_tickets: set[str] = field(default_factory=set)
+    assigned_to: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    assigned_at: dict[str, float] = field(default_factory=dict)
+    escalated: set[str] = field(default_factory=set)
+    http_errors: int = 0
+
+    def record_offer(self, ticket_id: str, at: float) -> None:
+        self.offered_tickets.add(ticket_id)
+        if ticket_id in self.offered_at:
+            return
+        self.offered_at[ticket_id] = at
+        if ticket_id in self.sent_at:
+            self.escalation_to_offer.append(at - self.sent_at[ticket_id])
+
+    def record_sent(self, ticket_id: str, sent: float) -> None:
+        self.sent_at[ticket_id] = sent
+        self.escalated.add(ticket_id)
+        if ticket_id in self.offered_at:
+            self.escalation_to_offer.append(self.offered_at[ticket_id] - sent)
+
+
+class Bench:
+    def __init__(self, *, url: str, key: str, agents: list[BenchAgent], seed: int) -> None:
+        self.url = url.rstrip("/")
+        self.ws_url = self.url.replace("http", "ws", 1) + "/ws/agent/"
+        self.key = key
+        self.agents = agents
+        self.rng = random.Random(seed)
+        self.m = Measurements()
+        self.sockets: dict[str, websockets.ClientConnection] = {}
+        self.ready = 0
+        self.group_pings: dict[str, asyncio.Future] = {}
+        self.resolved_at: dict[str, float] = {}
+        self.tasks: set[asyncio.Task] = set()
+        self.closing = False
+
+    def spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def run_agent(self, agent: BenchAgent, client: httpx.AsyncClient, ready: asyncio.Event):
+        headers = {"Authorization": f"Token {agent.token}"}
+        async with websockets.connect(
+            self.ws_url, additional_headers=headers, max_queue=None, open_timeout=60
+        ) as socket:
+            self.sockets[agent.id] = socket
+            hello = json.loads(await socket.recv())
+            assert hello["type"] == "hello", hello
+            await socket.send(json.dumps({"type": "status.set", "status": "available"}))
+            self.ready += 1
+            if self.ready == len(self.agents):
+                ready.set()
+            accept_sent: dict[str, float] = {}
+            heartbeat = time.monotonic()
+            while not self.closing:
+                try:
+                    frame = json.loads(await asyncio.wait_for(socket.recv(), timeout=15))
+                except TimeoutError:
+                    frame = {"type": "idle"}
+                except websockets.ConnectionClosed:
+                    return
+                now = time.monotonic()
+                if now - heartbeat > 20:
+                    heartbeat = now
+                    await socket.send(json.dumps({"type": "heartbeat"}))
+                kind = frame["type"]
+                if kind == "offer.created":
+                    ticket_id = frame["offer"]["ticket"]["id"]
+                    freed_at = self.resolved_at.pop(agent.id, None)
+                    sent = self.m.sent_at.get(ticket_id)
+                    # Backlog drain: the first offer of a ticket that was already waiting when
+                    # this agent freed a slot.
+                    if (
+                        freed_at is not None
+                        and sent is not None
+                        and sent < freed_at
+                        and ticket_id not in self.m.offered_tickets
+                    ):
+                        self.m.resolve_to_next_offer.append(now - freed_at)
+                    self.m.record_offer(ticket_id, now)
+                    accept_sent[ticket_id] = time.monotonic()
+                    await socket.send(
+                        json.dumps({"type": "offer.accept", "offer_id": frame["offer"]["id"]})
+                    )
+                elif kind == "ticket.assigned":
+                    ticket_id = frame["ticket"]["id"]
+                    if ticket_id in accept_sent:
+                        self.m.accept_to_assigned.append(now - accept_sent.pop(ticket_id))
+                    self.m.assigned_to[ticket_id].add(agent.id)
+                    self.m.assigned_at.setdefault(ticket_id, now)
+                    self.spawn(self.resolve_later(agent, ticket_id, client, headers))
+                elif kind == "bench.ping":
+                    future = self.group_pings.pop(frame["id"], None)
+                    if future is not None and not future.done():
+                        future.set_result(now)
+
+    async def resolve_later(self, agent: BenchAgent, ticket_id: str, client, headers) -> None:
+        await asyncio.sleep(self.rng.uniform(*RESOLVE_AFTER_SECONDS))
+        response = await client.post(
+            f"{self.url}/api/v1/agent/tickets/{ticket_id}/resolve/",
+            json={"outcome": "solved"},
+            headers=headers,
+        )
+        if response.status_code == 200:
+            self.resolved_at[agent.id] = time.monotonic()
+        else:
+            self.m.http_errors += 1
+
+    async def escalate(self, client: httpx.AsyncClient, n: int) -> None:
+        # The demand follows the mix, drawn from what some agent can take, so that "lost"
+        # means lost, not unservable, even with a handful of agents.
+        language = pick(self.rng, LANGUAGES)
+        skills = pick(self.rng, SKILL_SETS)
+        if not any(
+            language in agent.languages and set(skills) <= set(agent.skills)
+            for agent in self.agents
+        ):
+            agent = self.rng.choice(self.agents)
+            language, skills = agent.languages[-1], agent.skills[:1]
+        body = {
+            "external_id": f"bench-{uuid.uuid4().hex}",
+            "language": language,
+            "skills": skills,
+            "priority": self.rng.choice(["low", "normal", "normal", "high", "urgent"]),
+            "customer": {"id": f"bench-customer-{n}", "name": "Bench"},
+            "summary": "Benchmark escalation.",
+            "transcript": [{"role": "customer", "text": "I'd like to talk to a person."}],
+        }
+        sent = time.monotonic()
+        response = await client.post(
+            f"{self.url}/api/v1/escalations/",
+            json=body,
+            headers={"Authorization": f"Bearer {self.key}"},
+        )
+        self.m.escalation_http.append(time.monotonic() - sent)
+        if response.status_code != 201:
+            self.m.http_errors += 1
+            return
+        self.m.record_sent(response.json()["id"], sent)
+
+    async def steady(self, client, *, rate: float, duration: float) -> None:
+        started = time.monotonic()
+        n = 0
+        while time.monotonic() - started < duration:
+            self.spawn(self.escalate(client, n))
+            n += 1
+            await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
+
+    async def burst(self, client, *, count: int, concurrency: int) -> float:
+        """Send `count` escalations as fast as the platform takes them; returns assignments/s."""
+        before = set(self.m.escalated)
+        semaphore = asyncio.Semaphore(concurrency)
+        started = time.monotonic()
+
+        async def one(n: int) -> None:
+            async with semaphore:
+                await self.escalate(client, n)
+
+        await asyncio.gather(*(one(n) for n in range(count)))
+        burst_ids = self.m.escalated - before
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not burst_ids <= set(self.m.assigned_at):
+            await asyncio.sleep(0.05)
+        done = [self.m.assigned_at[t] for t in burst_ids if t in self.m.assigned_at]
+        return round(len(done) / (max(done) - started), 1) if done else 0.0
+
+    async def measure_floors(self, client: httpx.AsyncClient, *, samples: int) -> None:
+        for _ in range(samples):
+            started = time.monotonic()
+            await client.get(f"{self.url}/healthz")
+            self.m.floor_http.append(time.monotonic() - started)
+        broker = aioredis.from_url(settings.REDIS_URL)
+        try:
+            for _ in range(samples):
+                reply = f"bench:ping:{uuid.uuid4().hex}"
+                started = time.monotonic()
+                celery_app.send_task(PING_TASK, args=[reply])
+                await broker.blpop([reply], timeout=10)
+                self.m.floor_celery.append(time.monotonic() - started)
+        finally:
+            await broker.aclose()
+        layer = get_channel_layer()
+        agent = self.agents[0]
+        for _ in range(samples):
+            ping_id = uuid.uuid4().hex
+            future = asyncio.get_running_loop().create_future()
+            self.group_pings[ping_id] = future
+            started = time.monotonic()
+            await layer.group_send(
+                agent_group(agent.id),
+                {"type": "agent.event", "payload": {"type": "bench.ping", "id": ping_id}},
+            )
+            arrived = await asyncio.wait_for(future, timeout=10)
+            self.m.floor_group_send.append(arrived - started)
+
+    async def run(self, *, rate, duration, burst, concurrency, floor_samples, on_phase) -> dict:
+        limits = httpx.Limits(max_connections=concurrency + 20)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+            ready = asyncio.Event()
+            for agent in self.agents:
+                self.spawn(self.run_agent(agent, client, ready))
+            on_phase(f"connecting {len(self.agents)} agents")
+            await asyncio.wait_for(ready.wait(), timeout=300)
+            await asyncio.sleep(1)
+            on_phase("measuring the floors")
+            await self.measure_floors(client, samples=floor_samples)
+            on_phase(f"steady: {rate}/s for {duration} s")
+            await self.steady(client, rate=rate, duration=duration)
+            on_phase(f"burst: {burst} escalations, {concurrency} in flight")
+            throughput = await self.burst(client, count=burst, concurrency=concurrency)
+            on_phase("waiting for the last tickets")
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not self.m.escalated <= set(self.m.assigned_at):
+                await asyncio.sleep(0.1)
+            self.closing = True
+            for socket in self.sockets.values():
+                await socket.close()
+            for task in list(self.tasks):
+                task.cancel()
+        return throughput
+
+    def report(self, throughput: float) -> dict:
+        """The figures of a finished run (reads the database: call it outside the event loop)."""
+        m = self.m
+        floors = {
+            "http_healthz": percentiles(m.floor_http),
+            "celery_noop": percentiles(m.floor_celery),
+            "group_send": percentiles(m.floor_group_send),
+        }
+        floor_sum = sum(f["p50"] or 0 for f in floors.values())
+        offer = percentiles(m.escalation_to_offer)
+        double_in_db = (
+            Offer.objects.filter(
+                ticket_id__in=m.escalated, status=Offer.Status.ACCEPTED, released_at__isnull=True
+            )
+            .values("ticket_id")
+            .annotate(holders=Count("pk"))
+            .filter(holders__gt=1)
+            .count()
+        )
+        return {
+            "agents": len(self.agents),
+            "escalations": len(m.escalated),
+            "http_errors": m.http_errors,
+            "latency_ms": {
+                "escalation_http": percentiles(m.escalation_http),
+                "escalation_to_offer": offer,
+                "accept_to_assigned": percentiles(m.accept_to_assigned),
+                "resolve_to_next_offer": percentiles(m.resolve_to_next_offer),
+            },
+            "floors_ms": floors,
+            "floor_sum_p50_ms": round(floor_sum, 2),
+            "offer_p50_over_floor_sum": round(offer["p50"] / floor_sum, 2)
+            if offer["p50"] and floor_sum
+            else None,
+            "burst_assignments_per_second": throughput,
+            "lost_tickets": len(m.escalated - set(m.assigned_at)),
+            "double_held_tickets": sum(len(a) > 1 for a in m.assigned_to.values()) + double_in_db,
+        }
+
+
+def platform_processes() -> dict[str, list[psutil.Process]]:
+    """The platform's local server and worker processes, found by their command lines."""
+    found: dict[str, list[psutil.Process]] = {"server": [], "worker": []}
+    for process in psutil.process_iter(["cmdline"]):
+        line = " ".join(process.info["cmdline"] or [])
+        if "dispatch.asgi:application" in line:
+            found["server"].append(process)
+        elif "celery" in line and " worker" in line and "dispatch" in line:
+            found["worker"].append(process)
+    return found
+
+
+async def sample_peak_memory(peaks: dict[str, int], stop: asyncio.Event) -> None:
+    processes = platform_processes()
+    while not stop.is_set():
+        for kind, members in processes.items():
+            for process in members:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    peaks[kind] = max(peaks.get(kind, 0), process.memory_info().rss)
+        await asyncio.sleep(0.5)
+
+
+async def bench_run(bench: Bench, **options) -> tuple[float, dict]:
+    """Run the benchmark; returns the burst throughput and the peak RSS (MB) by process kind."""
+    peaks: dict[str, int] = {}
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(sample_peak_memory(peaks, stop))
+    try:
+        throughput = await bench.run(**options)
+    finally:
+        stop.set()
+        await sampler
+    return throughput, {kind: round(rss / 2**20, 1) for kind, rss in peaks.items()}
