@@ -116,7 +116,7 @@ def test_a_coordinator_assigns_an_assigned_ticket_to_another_agent(
     assigned.refresh_from_db()
     assert (assigned.status, assigned.agent) == (Ticket.Status.ASSIGNED, named)
     assert offers(ticket) == [
-        (first.pk, Offer.Status.ACCEPTED, "", True, None),
+        (first.pk, Offer.Status.ACCEPTED, "reassigned", True, None),
         (named.pk, Offer.Status.ACCEPTED, "", False, coordinator.pk),
     ]
     assert [event[:5] for event in events(ticket)] == [
