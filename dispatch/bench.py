@@ -299,13 +299,13 @@ class Bench:
             started = time.monotonic()
             await client.get(f"{self.url}/healthz")
             self.m.floor_http.append(time.monotonic() - started)
-        broker = aioredis.from_url(settings.REDIS_URL)
+        broker = aioredis.from_url(settings.REDIS_URL, socket_timeout=None)
         try:
             for _ in range(samples):
                 reply = f"bench:ping:{uuid.uuid4().hex}"
                 started = time.monotonic()
                 celery_app.send_task(PING_TASK, args=[reply])
-                await broker.blpop([reply], timeout=10)
+                await broker.blpop([reply], timeout=60)
                 self.m.floor_celery.append(time.monotonic() - started)
         finally:
             await broker.aclose()

@@ -1,5 +1,6 @@
 import asyncio
 import json
+import logging
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -47,6 +48,8 @@ class Command(BaseCommand):
             raise CommandError(
                 "--agents, --rate, --concurrency and --floor-samples must be positive."
             )
+        # httpx logs every request at INFO: thousands of lines would bury the table.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         key, bench_agents = bench_setup(agents=agents, seed=seed)
         capacity = sum(agent.capacity for agent in bench_agents)
         bench = Bench(url=url, key=key, agents=bench_agents, seed=seed)
