@@ -10,7 +10,7 @@ def agent_profile(agent: Agent) -> dict:
         "display_name": agent.display_name,
         "status": agent.status,
         "languages": agent.language_codes,
-        "skills": sorted(agent_skill.skill.slug for agent_skill in agent.agent_skills.all()),
+        "skills": sorted(skill.slug for skill in agent.skills.all()),
         "capacity": agent.capacity,
         "active_tickets": agent.tickets.filter(status="assigned").count(),
     }

@@ -23,9 +23,7 @@ def offer_view(offer: Offer) -> dict:
             "reason": ticket.reason,
             "summary": ticket.summary,
             "customer": {"name": ticket.customer_name, "tier": ticket.customer_tier},
-            "transcript": [
-                message_view(message) for message in ticket.messages.order_by("position")
-            ],
+            "transcript": [message_view(message) for message in ticket.messages.all()],
             "waiting_seconds": int((timezone.now() - ticket.created_at).total_seconds()),
         },
     }

@@ -47,7 +47,7 @@ def ticket_for_agent(ticket: Ticket) -> dict:
         "summary": ticket.summary,
         "reason": ticket.reason,
         "customer": {"name": ticket.customer_name, "tier": ticket.customer_tier},
-        "messages": [message_view(message) for message in ticket.messages.order_by("position")],
+        "messages": [message_view(message) for message in ticket.messages.all()],
     }
 
 
