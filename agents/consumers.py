@@ -198,6 +198,11 @@ class AgentConsumer(FrameConsumer):
         """A frame pushed to the agent's group by a service (see agents.push)."""
         await self.send_json(event["payload"])
 
+    async def agent_close(self, event: dict) -> None:
+        """The account was suspended (agents.services.agent_suspend): close as a socket of a
+        user who is not an active agent is closed on connect."""
+        await self.close(code=CLOSE_FORBIDDEN)
+
 
 class BoardConsumer(FrameConsumer):
     """The coordinators' live board: staff only. Every ticket transition (`ticket.event`) and

@@ -72,6 +72,14 @@ def push_to_agent_on_commit(agent_id: uuid.UUID | str, payload: dict) -> None:
     transaction.on_commit(lambda: push_to_agent(agent_id, payload))
 
 
+def close_agent_sockets_on_commit(agent_id: uuid.UUID | str) -> None:
+    """Once the transaction commits, close every open socket of the agent with 4403 (see
+    AgentConsumer.agent_close); a socket that misses it is closed on its next heartbeat."""
+    # The payload only names the message in the log should the channel layer refuse it.
+    message = {"type": "agent.close", "payload": {"type": "agent.close"}}
+    transaction.on_commit(lambda: _group_send(agent_group(agent_id), message))
+
+
 def push_to_board(payload: dict) -> None:
     """Send one frame to every coordinator watching the live board."""
     _group_send(BOARD_GROUP, {"type": "board.event", "payload": payload})

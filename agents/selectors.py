@@ -74,6 +74,11 @@ def agent_active_ticket_count(*, agent: Agent) -> int:
     return Ticket.objects.filter(agent=agent, status=Ticket.Status.ASSIGNED).count()
 
 
+def agent_pay(*, agent: Agent, resolved: int) -> Decimal:
+    """What an agent earns for this many resolved tickets: its current pay rate for each."""
+    return agent.pay_rate * resolved
+
+
 def agent_today(*, agent: Agent, now: datetime) -> DayTotals:
     """Tickets resolved and money earned on the agent's current local day."""
     start, end = agent_local_day(agent=agent, day=now.astimezone(agent_zone(agent)).date())
@@ -81,7 +86,7 @@ def agent_today(*, agent: Agent, now: datetime) -> DayTotals:
         resolved_at__gte=start, resolved_at__lt=end
     )
     count = resolved.count()
-    return DayTotals(resolved=count, earned=agent.pay_rate * count)
+    return DayTotals(resolved=count, earned=agent_pay(agent=agent, resolved=count))
 
 
 def agent_earnings_by_week(*, agent: Agent) -> list[WeekEarnings]:
@@ -98,7 +103,7 @@ def agent_earnings_by_week(*, agent: Agent) -> list[WeekEarnings]:
         WeekEarnings(
             week_start=row["week"].date(),
             resolved=row["resolved"],
-            earned=agent.pay_rate * row["resolved"],
+            earned=agent_pay(agent=agent, resolved=row["resolved"]),
         )
         for row in weeks
     ]

@@ -222,3 +222,21 @@ class Offer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.ticket_id} → {self.agent} ({self.status})"
+
+
+class BoardSample(models.Model):
+    """The queue depth and the agents online at one moment, taken periodically by beat for the
+    live board's history charts (neither can be read back from other rows: presence keeps no
+    history). Old samples are pruned as new ones are taken."""
+
+    taken_at = models.DateTimeField(db_index=True)
+    queue_depth = models.PositiveIntegerField(help_text="Tickets waiting (queued or offered).")
+    agents_online = models.PositiveIntegerField(
+        help_text="Active agents connected and not offline."
+    )
+
+    class Meta:
+        ordering = ["taken_at"]
+
+    def __str__(self) -> str:
+        return f"{self.taken_at:%Y-%m-%d %H:%M}: {self.queue_depth} waiting"

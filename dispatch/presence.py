@@ -26,6 +26,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Exists, Max, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
@@ -190,7 +191,9 @@ def connections_sweep_stale(*, now: datetime, policy: DispatchPolicy) -> int:
     return len(newest_stale)
 
 
-def _offer_revoke_offline(*, ticket: Ticket, offer: Offer, agent: Agent) -> None:
+def _offer_revoke_offline(
+    *, ticket: Ticket, offer: Offer, agent: Agent, by: AbstractBaseUser | None = None
+) -> None:
     offer.status = Offer.Status.REVOKED
     offer.revoke_reason = Offer.RevokeReason.OFFLINE
     offer.responded_at = timezone.now()
@@ -200,6 +203,7 @@ def _offer_revoke_offline(*, ticket: Ticket, offer: Offer, agent: Agent) -> None
         to_status=Ticket.Status.QUEUED,
         kind="revoked",
         agent=agent,
+        actor=by,
         detail={"reason": Offer.RevokeReason.OFFLINE},
     )
     push_to_agent_on_commit(agent.pk, offer_revoked_frame(offer, Offer.RevokeReason.OFFLINE))
@@ -273,6 +277,29 @@ def ticket_requeue_abandoned(*, ticket_id: uuid.UUID) -> bool:
     push_to_agent_on_commit(agent.pk, ticket_requeued_frame(ticket, reason=REQUEUED_OFFLINE))
     ticket_request_routing(ticket=ticket)
     return True
+
+
+def agent_set_offline(*, agent: Agent, by: AbstractBaseUser) -> int:
+    """A coordinator sets an agent offline now: its tabs and the board hear the new status, and
+    its pending offers are revoked (`offline`) and routed to others, as when the sweep takes an
+    absent agent offline; its assigned tickets stay with it. Returns the offers revoked.
+
+    Not one transaction, and meant to be called outside one: once the status has committed,
+    routing gives the agent no new offer (it re-checks under the agent's lock), so the pending
+    ones can be revoked one by one in the canonical lock order (ticket, offer, agent).
+    """
+    agent_set_status(agent=agent, status=Agent.Status.OFFLINE)
+    pending = Offer.objects.filter(agent=agent, status=Offer.Status.PENDING).order_by("ticket_id")
+    revoked = 0
+    for offer_id, ticket_id in list(pending.values_list("pk", "ticket_id")):
+        with transaction.atomic():
+            ticket = lock_ticket(ticket_id)
+            offer = lock_offer(offer_id)
+            if offer.status != Offer.Status.PENDING:
+                continue
+            _offer_revoke_offline(ticket=ticket, offer=offer, agent=lock_agent(agent.pk), by=by)
+            revoked += 1
+    return revoked
 
 
 def _agents_gone_with_something_to_do(*, now: datetime, policy: DispatchPolicy) -> QuerySet:

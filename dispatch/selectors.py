@@ -1,3 +1,4 @@
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -240,6 +241,45 @@ def agents_ranked_for(*, ticket: Ticket, now: datetime, policy: DispatchPolicy) 
     ranked = [Candidate(agent, score) for agent, score in zip(agents, scores, strict=True)]
     # sorted() is stable: ties stay in the eligibility order.
     return sorted(ranked, key=lambda candidate: -candidate.score.total)
+
+
+@dataclass(frozen=True)
+class AgentQuality:
+    """Routing's quality estimate on the CSAT scale (1-5), and how many ratings it rests on."""
+
+    csat: float
+    ratings: int
+
+
+def agents_quality(
+    *, agent_ids: list[uuid.UUID], now: datetime, policy: DispatchPolicy
+) -> dict[uuid.UUID, AgentQuality]:
+    """Routing's quality estimate of each agent (see dispatch.scoring): the mean CSAT of its
+    tickets resolved in the policy's quality window, shrunk toward the pool's mean, with the
+    number of ratings behind it. A fixed number of queries for any number of agents."""
+    pool = routing_pool(now=now, policy=policy)
+    prior_mean = pool.csat_mean if pool.csat_mean is not None else scoring.NEUTRAL_CSAT
+    rated = {
+        row["agent"]: row
+        for row in _quality_window(now=now, policy=policy)
+        .filter(agent__in=agent_ids)
+        .order_by()
+        .values("agent")
+        .annotate(count=Count("pk"), total=Sum("csat_score"))
+    }
+    quality = {}
+    for agent_id in agent_ids:
+        row = rated.get(agent_id, {"count": 0, "total": 0})
+        quality[agent_id] = AgentQuality(
+            csat=scoring.shrunk_quality(
+                ratings_sum=row["total"],
+                ratings_count=row["count"],
+                prior_mean=prior_mean,
+                prior_ratings=pool.prior_ratings,
+            ),
+            ratings=row["count"],
+        )
+    return quality
 
 
 def tickets_waiting_for(*, agent: Agent, now: datetime, policy: DispatchPolicy) -> QuerySet[Ticket]:

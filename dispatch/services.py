@@ -415,9 +415,11 @@ def ticket_withdraw(*, ticket: Ticket, actor: AbstractBaseUser | None = None) ->
         agent_request_drain(agent=ticket.agent)
 
 
-def _ticket_take_back(*, ticket: Ticket, by: AbstractBaseUser) -> None:
-    """Requeue a locked ticket from whoever holds it, for a coordinator's reassignment."""
+def _ticket_take_back(*, ticket: Ticket, by: AbstractBaseUser, note: str = "") -> None:
+    """Requeue a locked ticket from whoever holds it, for a coordinator's reassignment; `note`,
+    the coordinator's words, goes into the audit event."""
     now = timezone.now()
+    detail = {"reason": REASSIGNED, "note": note} if note else {"reason": REASSIGNED}
     if ticket.status == Ticket.Status.OFFERED:
         pending = lock_offer(
             Offer.objects.values_list("pk", flat=True).get(
@@ -434,7 +436,7 @@ def _ticket_take_back(*, ticket: Ticket, by: AbstractBaseUser) -> None:
             kind="revoked",
             agent=pending.agent,
             actor=by,
-            detail={"reason": REASSIGNED},
+            detail=detail,
         )
         push_to_agent_on_commit(pending.agent_id, offer_revoked_frame(pending, REASSIGNED))
         agent_request_drain(agent=pending.agent)
@@ -450,7 +452,7 @@ def _ticket_take_back(*, ticket: Ticket, by: AbstractBaseUser) -> None:
             kind="requeued",
             agent=previous,
             actor=by,
-            detail={"reason": REASSIGNED},
+            detail=detail,
             update_fields=("agent",),
         )
         webhook_enqueue(ticket=ticket, event="ticket.requeued")
@@ -539,6 +541,77 @@ def ticket_assign_to(
     agent.idle_since = now
     agent.save(update_fields=["idle_since"])
     return ticket
+
+
+class TicketNotHeld(Conflict):
+    def __init__(self, ticket: Ticket) -> None:
+        super().__init__(f"The ticket is {ticket.status}: no agent holds it.")
+
+
+def _ticket_holder_id(*, ticket: Ticket) -> uuid.UUID | None:
+    """The agent a locked ticket is offered or assigned to, if any."""
+    if ticket.status == Ticket.Status.ASSIGNED:
+        return ticket.agent_id
+    if ticket.status == Ticket.Status.OFFERED:
+        return (
+            Offer.objects.filter(ticket=ticket, status=Offer.Status.PENDING)
+            .values_list("agent_id", flat=True)
+            .first()
+        )
+    return None
+
+
+@transaction.atomic
+def ticket_requeue(*, ticket_id: uuid.UUID, by: AbstractBaseUser, note: str = "") -> Ticket:
+    """A coordinator takes an offered or assigned ticket back from its agent and routes it again.
+
+    The agent hears `offer.revoked` or `ticket.requeued` (reason `reassigned`), the bot gets
+    `ticket.requeued` when the ticket was assigned, and the audit event names the coordinator
+    and carries the note. Being taken back is not the agent's choice, so the agent stays a
+    candidate, ranked like any other.
+    """
+    ticket = lock_ticket(ticket_id)
+    if ticket is None:
+        raise Ticket.DoesNotExist
+    if ticket.is_final:
+        raise TicketClosed(ticket.status)
+    if _ticket_holder_id(ticket=ticket) is None:
+        raise TicketNotHeld(ticket)
+    _ticket_take_back(ticket=ticket, by=by, note=note)
+    # Routed here, under the ticket's lock, so that it goes to the best candidate: the drain of
+    # the previous holder, sent after commit, would otherwise offer it straight back to them.
+    if ticket_route(ticket_id=ticket.pk) is None:
+        ticket_request_routing(ticket=ticket)
+    ticket.refresh_from_db()
+    return ticket
+
+
+def agent_take_back_work(
+    *, agent_id: uuid.UUID, by: AbstractBaseUser, note: str = ""
+) -> list[uuid.UUID]:
+    """Take back every ticket an agent holds (pending offers and assigned tickets) and route
+    each again; returns the ids of the tickets taken back.
+
+    Meant for an agent that routing no longer gives work (suspended), so nothing new arrives
+    while this runs. Each ticket is taken back in a transaction of its own, locked in the
+    canonical order (ticket, offer, agent), and left alone if it moved on meanwhile.
+    """
+    offered = Offer.objects.filter(agent_id=agent_id, status=Offer.Status.PENDING).values_list(
+        "ticket_id", flat=True
+    )
+    assigned = Ticket.objects.filter(agent_id=agent_id, status=Ticket.Status.ASSIGNED).values_list(
+        "pk", flat=True
+    )
+    taken = []
+    for ticket_id in sorted({*offered, *assigned}):
+        with transaction.atomic():
+            ticket = lock_ticket(ticket_id)
+            if ticket is None or _ticket_holder_id(ticket=ticket) != agent_id:
+                continue
+            _ticket_take_back(ticket=ticket, by=by, note=note)
+            ticket_request_routing(ticket=ticket)
+            taken.append(ticket_id)
+    return taken
 
 
 def offers_expire_overdue() -> int:

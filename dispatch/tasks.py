@@ -8,8 +8,10 @@ import redis
 from celery import shared_task
 from django.conf import settings
 from django.db import OperationalError
+from django.utils import timezone
 
-from . import presence, services
+from . import board, presence, services
+from .models import DispatchPolicy
 
 # The routing tasks' delivery guarantees, stated here rather than only inherited from the
 # settings: acknowledged after they ran, so a worker that dies mid-task leaves the message to
@@ -63,3 +65,9 @@ def ping(reply_key: str) -> None:
     with redis.Redis.from_url(settings.REDIS_URL) as client:
         client.rpush(reply_key, "pong")
         client.expire(reply_key, 60)
+
+
+@shared_task(name="dispatch.board_sample")
+def board_sample() -> None:
+    """Record the queue depth and the agents online for the live board's history charts."""
+    board.board_sample_take(now=timezone.now(), policy=DispatchPolicy.load())

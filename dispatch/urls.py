@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from agents import views as portal
 
 from . import ops
+from . import views as coordinators
 
 urlpatterns = [
     path("", portal.home, name="portal"),
@@ -18,4 +19,9 @@ urlpatterns = [
     path("healthz", ops.healthz, name="healthz"),
     path("readyz", ops.readyz, name="readyz"),
     path("metrics", ops.metrics, name="metrics"),
+    path("board/", coordinators.board_page, name="board"),
+    path("board/figures/", coordinators.board_figures, name="board-figures"),
+    path("board/charts/", coordinators.board_charts, name="board-charts"),
+    path("board/charts/<slug:chart>.svg", coordinators.board_chart, name="board-chart"),
+    path("board/coverage/", coordinators.coverage_page, name="board-coverage"),
 ]

@@ -1,16 +1,23 @@
+from datetime import datetime, timedelta
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.views.main import ChangeList
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from agents.models import Agent
+from agents.views import duration_text
 from dispatch import services as dispatch_services
+from dispatch.models import DispatchPolicy
+from dispatch.selectors import sla_target_seconds
 
 from .exceptions import Conflict
 from .models import BotIntegration, Message, Ticket, TicketEvent, WebhookAttempt, WebhookDelivery
+from .services import bot_integration_rotate_key, ticket_cancel
 from .webhooks import webhook_retry_now
 
 
@@ -27,7 +34,7 @@ class BotIntegrationAdmin(admin.ModelAdmin):
     list_filter = ["is_active"]
     readonly_fields = ["key_prefix", "created_at", "revoked_at"]
     exclude = ["key_hash"]
-    actions = ["revoke"]
+    actions = ["rotate_key", "revoke"]
 
     def get_changeform_initial_data(self, request) -> dict:
         return {"signing_secret": BotIntegration.new_signing_secret()}
@@ -50,6 +57,25 @@ class BotIntegrationAdmin(admin.ModelAdmin):
         revoked = queryset.filter(is_active=True).update(is_active=False, revoked_at=timezone.now())
         self.message_user(request, f"Revoked {revoked} API key(s).")
 
+    @admin.action(
+        description="Rotate the API key of the selected integrations (the old key stops working)",
+        permissions=["change"],
+    )
+    def rotate_key(self, request, queryset) -> None:
+        for integration_id in queryset.order_by("name", "pk").values_list("pk", flat=True):
+            try:
+                integration, key = bot_integration_rotate_key(integration_id=integration_id)
+            except Conflict as refusal:
+                self.message_user(request, str(refusal), messages.ERROR)
+                continue
+            self.log_change(request, integration, "Rotated the API key.")
+            # The key exists only in this response: the database keeps its hash.
+            self.message_user(
+                request,
+                f"The new API key of {integration.name}, shown only this once: {key}",
+                messages.WARNING,
+            )
+
 
 class MessageInline(admin.TabularInline):
     model = Message
@@ -65,8 +91,13 @@ class TicketEventInline(admin.TabularInline):
     readonly_fields = fields
 
 
+# As long as an agent's own reason for declining or releasing a ticket may be.
+REASON_MAX_LENGTH = 500
+
+
 class HandOverForm(helpers.ActionForm):
-    """Beside the action menu: the agent a coordinator offers or assigns tickets to."""
+    """Beside the action menu: the agent a coordinator offers or assigns tickets to, and why a
+    coordinator requeues them."""
 
     agent = forms.ModelChoiceField(
         queryset=Agent.objects.filter(account_state=Agent.AccountState.ACTIVE),
@@ -74,6 +105,36 @@ class HandOverForm(helpers.ActionForm):
         label="Agent:",
     )
     allow_over_capacity = forms.BooleanField(required=False, label="even over capacity")
+    # Its length is checked by the action, which can say what is wrong: the admin answers an
+    # invalid action form with a bare "No action selected."
+    reason = forms.CharField(required=False, label="Reason (to requeue):")
+
+
+def sla_state(*, ticket: Ticket, policy: DispatchPolicy, now: datetime) -> str:
+    """Whether the ticket reached an agent within its priority's first-assignment target."""
+    target = timedelta(seconds=sla_target_seconds(policy=policy, priority=ticket.priority))
+    if ticket.sla_breached:
+        return "breached"
+    if ticket.first_assigned_at is not None:
+        return "met" if ticket.first_assigned_at - ticket.created_at <= target else "breached"
+    if ticket.status == Ticket.Status.CANCELLED:
+        return "cancelled while waiting"
+    left = ticket.created_at + target - now
+    return f"due in {duration_text(left)}" if left > timedelta(0) else "breached"
+
+
+class TicketChangeList(ChangeList):
+    """The tickets of one page, with how long each waited for an agent and its SLA state,
+    measured against the dispatch policy read once for the page."""
+
+    def get_results(self, request) -> None:
+        super().get_results(request)
+        policy = DispatchPolicy.load()
+        now = timezone.now()
+        for ticket in self.result_list:
+            waited_until = ticket.first_assigned_at or ticket.cancelled_at or now
+            ticket.waited = waited_until - ticket.created_at
+            ticket.sla_state = sla_state(ticket=ticket, policy=policy, now=now)
 
 
 @admin.register(Ticket)
@@ -84,12 +145,21 @@ class TicketAdmin(admin.ModelAdmin):
         "status",
         "priority",
         "language",
+        "waiting_time",
+        "sla",
         "agent",
-        "sla_breached",
         "created_at",
     ]
-    list_filter = ["status", "priority", "language", "sla_breached"]
-    search_fields = ["external_id", "customer_id", "customer_name"]
+    list_filter = [
+        "status",
+        "priority",
+        "language",
+        "sla_breached",
+        ("agent", admin.RelatedOnlyFieldListFilter),
+        "integration",
+    ]
+    list_select_related = ["integration", "agent"]
+    search_fields = ["external_id", "customer_id", "customer_name", "agent__display_name"]
     # Who holds a ticket changes only through the services, which lock, keep the offers in
     # step and write the audit trail: by the actions below, never by editing the fields.
     readonly_fields = [
@@ -108,7 +178,18 @@ class TicketAdmin(admin.ModelAdmin):
     # Callback URLs are https (the contract allows plain http to loopback hosts only).
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     action_form = HandOverForm
-    actions = ["offer_to_agent", "assign_to_agent"]
+    actions = ["offer_to_agent", "assign_to_agent", "requeue", "cancel"]
+
+    def get_changelist(self, request, **kwargs):
+        return TicketChangeList
+
+    @admin.display(description="Waited for an agent")
+    def waiting_time(self, ticket: Ticket) -> str:
+        return duration_text(ticket.waited)
+
+    @admin.display(description="SLA", ordering="sla_breached")
+    def sla(self, ticket: Ticket) -> str:
+        return ticket.sla_state
 
     @admin.display(description="Offers")
     def offers(self, ticket: Ticket) -> str:
@@ -148,6 +229,50 @@ class TicketAdmin(admin.ModelAdmin):
                 done.append(ticket.external_id)
         if done:
             self.message_user(request, f"{done_verb} to {agent}: {', '.join(done)}.")
+
+    @admin.action(
+        description="Requeue: take back from the agent and route again", permissions=["change"]
+    )
+    def requeue(self, request, queryset) -> None:
+        form = self.action_form(request.POST)
+        form.fields["action"].choices = self.get_action_choices(request)
+        reason = form.cleaned_data["reason"].strip() if form.is_valid() else ""
+        if not reason or len(reason) > REASON_MAX_LENGTH:
+            self.message_user(
+                request,
+                f"Give the reason first (at most {REASON_MAX_LENGTH} characters).",
+                messages.ERROR,
+            )
+            return
+        self._each_ticket(
+            request,
+            queryset,
+            lambda ticket: dispatch_services.ticket_requeue(
+                ticket_id=ticket.pk, by=request.user, note=reason
+            ),
+            "Requeued",
+        )
+
+    @admin.action(description="Cancel (the bot is told)", permissions=["change"])
+    def cancel(self, request, queryset) -> None:
+        def cancel_one(ticket: Ticket) -> None:
+            if ticket.status == Ticket.Status.CANCELLED:
+                raise Conflict("The ticket is cancelled already.")
+            ticket_cancel(ticket_id=ticket.pk, actor=request.user)
+
+        self._each_ticket(request, queryset, cancel_one, "Cancelled")
+
+    def _each_ticket(self, request, queryset, act, done_verb: str) -> None:
+        done = []
+        for ticket in queryset.order_by("created_at"):
+            try:
+                act(ticket)
+            except Conflict as refusal:
+                self.message_user(request, f"{ticket.external_id}: {refusal}", messages.ERROR)
+            else:
+                done.append(ticket.external_id)
+        if done:
+            self.message_user(request, f"{done_verb}: {', '.join(done)}.")
 
 
 class WebhookAttemptInline(admin.TabularInline):

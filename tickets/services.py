@@ -216,3 +216,22 @@ def bot_integration_create(
         signing_secret=signing_secret or BotIntegration.new_signing_secret(),
     )
     return integration, key
+
+
+class BotIntegrationRevoked(Conflict):
+    def __init__(self, integration: BotIntegration) -> None:
+        super().__init__(f"{integration} is revoked: its key cannot be rotated.")
+
+
+@transaction.atomic
+def bot_integration_rotate_key(*, integration_id: uuid.UUID) -> tuple[BotIntegration, str]:
+    """Give an active integration a new API key; returns it and the key, which is stored only
+    hashed. The old key is refused from the moment this commits."""
+    integration = BotIntegration.objects.select_for_update().get(pk=integration_id)
+    if not integration.is_active:
+        raise BotIntegrationRevoked(integration)
+    key = BotIntegration.new_key()
+    integration.key_prefix = key[:10]
+    integration.key_hash = BotIntegration.hash_key(key)
+    integration.save(update_fields=["key_prefix", "key_hash"])
+    return integration, key

@@ -190,6 +190,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "tickets.resend_due_webhooks",
         "schedule": env.float("WEBHOOK_RESEND_INTERVAL_SECONDS", 10.0),
     },
+    # The live board's history charts: queue depth and agents online, one sample a minute.
+    "board-sample": {
+        "task": "dispatch.board_sample",
+        "schedule": env.float("BOARD_SAMPLE_INTERVAL_SECONDS", 60.0),
+    },
 }
 
 REST_FRAMEWORK = {

@@ -4,6 +4,7 @@ hashed, and can be revoked."""
 import re
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
@@ -84,3 +85,60 @@ def test_a_revoked_key_is_refused(coordinator_client, bot):
     assert bot.is_active is False
     assert bot.revoked_at is not None
     assert escalate_with(bot.api_key).status_code == 401
+
+
+def test_rotating_a_key_shows_the_new_one_once_and_refuses_the_old_at_once(
+    coordinator_client, bot_factory
+):
+    # given: two bots, one of them revoked
+    bot = bot_factory(name="Acme bot")
+    revoked = bot_factory(name="Old bot")
+    BotIntegration.objects.filter(pk=revoked.pk).update(is_active=False)
+
+    # when
+    response = coordinator_client.post(
+        "/admin/tickets/botintegration/",
+        {"action": "rotate_key", "_selected_action": [str(bot.pk), str(revoked.pk)]},
+        follow=True,
+    )
+
+    # then
+    shown = [str(message) for message in response.context["messages"]]
+    assert shown[1] == "Old bot is revoked: its key cannot be rotated."
+    [key] = re.fullmatch(
+        r"The new API key of Acme bot, shown only this once: (\S+)", shown[0]
+    ).groups()
+    bot.refresh_from_db()
+    assert (bot.key_hash, bot.key_prefix, bot.is_active) == (
+        BotIntegration.hash_key(key),
+        key[:10],
+        True,
+    )
+    assert escalate_with(bot.api_key).status_code == 401
+    assert escalate_with(key).status_code == 201
+    assert LogEntry.objects.get(object_id=str(bot.pk)).get_change_message() == (
+        "Rotated the API key."
+    )
+    assert not LogEntry.objects.filter(object_id=str(revoked.pk)).exists()
+    change_page = coordinator_client.get(f"/admin/tickets/botintegration/{bot.pk}/change/")
+    assert key not in change_page.content.decode()
+
+
+def test_someone_who_is_not_staff_cannot_rotate_a_key(client, bot):
+    # given
+    client.force_login(get_user_model().objects.create_user("someone", password="pw-some-1"))
+    before = BotIntegration.objects.values_list("key_hash", flat=True).get(pk=bot.pk)
+
+    # when
+    response = client.post(
+        "/admin/tickets/botintegration/",
+        {"action": "rotate_key", "_selected_action": [str(bot.pk)]},
+    )
+
+    # then
+    assert (response.status_code, response["Location"]) == (
+        302,
+        "/admin/login/?next=/admin/tickets/botintegration/",
+    )
+    assert BotIntegration.objects.values_list("key_hash", flat=True).get(pk=bot.pk) == before
+    assert escalate_with(bot.api_key).status_code == 201
