@@ -1,3 +1,4 @@
+import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -19,3 +20,7 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# What start-up loaded lives as long as the process: frozen out of the collector's reach, so a
+# full collection (a ~33 ms pause of every socket on this stack) walks only what requests made.
+gc.freeze()

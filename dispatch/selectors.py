@@ -58,14 +58,21 @@ def agent_load(*, agent: Agent) -> int:
 
 def agent_room(*, agent: Agent, now: datetime, policy: DispatchPolicy) -> int:
     """Free slots of an agent, 0 unless routable: one statement, so that its load and its
-    routability are read at the same instant."""
-    room = (
-        agents_routable(now=now, policy=policy)
+    routability are read at the same instant. `agent` is the row as just read (locked, in
+    routing), so its own columns are not read again."""
+    if agent.account_state != Agent.AccountState.ACTIVE or agent.status != Agent.Status.AVAILABLE:
+        return 0
+    fresh_since = now - timedelta(seconds=policy.heartbeat_timeout_seconds)
+    load, connected = (
+        agents_with_load()
         .filter(pk=agent.pk)
-        .values_list(F("capacity") - F("load"), flat=True)
-        .first()
+        .values_list(
+            "load",
+            Exists(AgentConnection.objects.filter(agent=agent, last_heartbeat_at__gte=fresh_since)),
+        )
+        .get()
     )
-    return room or 0
+    return max(agent.capacity - load, 0) if connected else 0
 
 
 def agents_routable(*, now: datetime, policy: DispatchPolicy) -> QuerySet[Agent]:
@@ -194,7 +201,8 @@ def agents_ranked_for(*, ticket: Ticket, now: datetime, policy: DispatchPolicy) 
     Equal scores keep the eligibility order: the longest idle first (never busy before all),
     then the earliest to join.
     """
-    skill_ids = list(ticket.skills.values_list("pk", flat=True))
+    # all(), not values_list(): a ticket read with its skills prefetched costs no query here.
+    skill_ids = [skill.pk for skill in ticket.skills.all()]
     rated = (
         _quality_window(now=now, policy=policy)
         .filter(agent=OuterRef("pk"))
@@ -202,7 +210,9 @@ def agents_ranked_for(*, ticket: Ticket, now: datetime, policy: DispatchPolicy) 
         .values("agent")
     )
     agents = list(
-        agents_eligible_for(ticket=ticket, skill_ids=skill_ids, now=now, policy=policy).annotate(
+        agents_eligible_for(ticket=ticket, skill_ids=skill_ids, now=now, policy=policy)
+        .only("pk", "capacity", "pay_rate", "idle_since")
+        .annotate(
             ratings_count=_count(rated),
             ratings_sum=Coalesce(
                 Subquery(
@@ -221,6 +231,8 @@ def agents_ranked_for(*, ticket: Ticket, now: datetime, policy: DispatchPolicy) 
             ),
         )
     )
+    if not agents:
+        return []
     inputs = [
         scoring.CandidateInputs(
             ratings_count=agent.ratings_count,
@@ -313,6 +325,11 @@ def tickets_waiting_for(*, agent: Agent, now: datetime, policy: DispatchPolicy) 
         .exclude(_offered_before(agent=agent))
     )
     return tickets_in_dispatch_order(tickets, aging_seconds=policy.aging_seconds_per_priority)
+
+
+def tickets_queued_exist() -> bool:
+    """Whether any ticket waits for an offer."""
+    return Ticket.objects.filter(status=Ticket.Status.QUEUED).exists()
 
 
 def sla_target_seconds(*, policy: DispatchPolicy, priority: int) -> int:

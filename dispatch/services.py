@@ -12,9 +12,11 @@ import uuid
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, prefetch_related_objects
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from agents.events import agent_status_board_frame, status_frame
 from agents.locks import lock_agent
@@ -42,6 +44,7 @@ from .selectors import (
     sla_target_seconds,
     ticket_is_past_sla,
     tickets_past_sla_unflagged,
+    tickets_queued_exist,
     tickets_waiting_for,
 )
 
@@ -50,6 +53,9 @@ logger = logging.getLogger(__name__)
 ROUTE_TASK = "dispatch.route_ticket"
 DRAIN_TASK = "dispatch.drain_agent"
 EXPIRE_TASK = "dispatch.expire_offer"
+
+# How long a requested drain that never started keeps later requests from sending their own.
+DRAIN_CLAIM_SECONDS = 30
 
 # How many candidates one routing step tries before giving up to the next event or sweep; the
 # rest are either locked by a concurrent step (skipped) or full once re-checked under lock.
@@ -100,9 +106,39 @@ def ticket_request_routing(*, ticket: Ticket) -> None:
     enqueue_on_commit(ROUTE_TASK, str(ticket.pk))
 
 
+def _drain_claim_key(agent_id: str) -> str:
+    return f"dispatch:drain-requested:{agent_id}"
+
+
 def agent_request_drain(*, agent: Agent) -> None:
-    """Ask a worker to offer this agent the waiting tickets it can take, after commit."""
-    enqueue_on_commit(DRAIN_TASK, str(agent.pk))
+    """Ask a worker to offer this agent the waiting tickets it can take, after commit.
+
+    A drain asked for and not started yet covers every later request for the same agent (it
+    reads the queue after they committed), so a connect storm or a run of status changes
+    queues one drain per agent, not one per event. The claim lapses after
+    DRAIN_CLAIM_SECONDS, should its task be lost; the sweep drains every agent with room
+    meanwhile. Without the cache, every request sends its task.
+    """
+    agent_id = str(agent.pk)
+
+    def request() -> None:
+        try:
+            claimed = cache.add(_drain_claim_key(agent_id), True, timeout=DRAIN_CLAIM_SECONDS)
+        except RedisError:
+            logger.warning("Cache unavailable; draining agent %s without coalescing", agent_id)
+            claimed = True
+        if claimed:
+            enqueue_on_commit(DRAIN_TASK, agent_id)
+
+    transaction.on_commit(request)
+
+
+def agent_drain_started(*, agent_id: str) -> None:
+    """A drain task is starting: requests from now on need a drain of their own."""
+    try:
+        cache.delete(_drain_claim_key(agent_id))
+    except RedisError:
+        logger.warning("Cache unavailable; agent %s's drain claim lapses by itself", agent_id)
 
 
 def _agent_has_room(*, agent: Agent, policy: DispatchPolicy) -> int:
@@ -198,6 +234,8 @@ def ticket_route(*, ticket_id: uuid.UUID) -> Offer | None:
     ticket = lock_ticket(ticket_id)
     if ticket is None or ticket.status != Ticket.Status.QUEUED:
         return None
+    # Read once for the candidates' filter and again for the offer's frame.
+    prefetch_related_objects([ticket], "skills")
     policy = DispatchPolicy.load()
     now = timezone.now()
     _ticket_flag_sla_breach(ticket=ticket, policy=policy, now=now)
@@ -216,6 +254,10 @@ def agent_drain(*, agent_id: uuid.UUID) -> list[Offer]:
     Each offer records the agent's score among the ticket's current candidates, so that a
     coordinator sees the same reasons as for a routed offer.
     """
+    if not tickets_queued_exist():
+        # Nothing waits; a ticket queued after this look is routed by its own task, which
+        # sees this agent's room.
+        return []
     agent = lock_agent(agent_id)
     if agent is None:
         return []
@@ -670,6 +712,10 @@ def dispatch_sweep() -> int:
     """
     offers_expire_overdue()
     tickets_flag_sla_breaches()
+    if not tickets_queued_exist():
+        # Nothing waits: no ticket to route, no agent to drain. A pool of a thousand idle
+        # agents costs one query here, not a thousand.
+        return 0
     made = tickets_route_waiting()
     policy = DispatchPolicy.load()
     # Longest idle first, never-busy (NULL) first on every database, as routing orders them.

@@ -182,8 +182,10 @@ def route_concurrently(*, workers: int) -> tuple[int, float]:
         ).values_list("pk", flat=True)
     )
     # Fork, so the workers inherit the configured settings and the scratch database's name;
-    # each opens its own connection, so none may be inherited open.
+    # each opens its own connection, so none may be inherited open, pooled ones included.
     connections.close_all()
+    if getattr(connection, "pool", None) is not None:
+        connection.close_pool()
     context = multiprocessing.get_context("fork")
     route_queue = context.Queue()
     for ticket_id in queue_order:
