@@ -10,11 +10,11 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_view,
 )
+from knox.views import LoginView
 from rest_framework import permissions, serializers, status
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
-from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.exceptions import NotFound
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -30,9 +30,11 @@ from tickets.serializers import (
     TicketCustomerSerializer,
 )
 from tickets.throttling import TokenLoginRateThrottle
+from tickets.validators import JSONBodyParser
 
 from . import services
 from .events import agent_profile
+from .middleware import AgentTokenAuthentication
 from .models import Agent
 from .serializers import (
     AgentMessageSerializer,
@@ -136,19 +138,35 @@ class IsActiveAgent(permissions.BasePermission):
             OpenApiExample(
                 "Token",
                 response_only=True,
-                value={"token": "9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b"},
+                value={"token": "3f9c1e0b7a5d4c2e8f6a1b3d5c7e9f0a2b4c6d8e0f1a3b5c7d9e1f3a5b7c9d1e"},
             ),
         ],
     )
 )
-class AuthTokenApi(ObtainAuthToken):
-    parser_classes = [JSONParser]
+class AuthTokenApi(LoginView):
+    """A new token for each log-in with a username and password (django-rest-knox keeps only
+    its digest): the answer is the only time the token is seen."""
+
+    authentication_classes = []
+    permission_classes = [permissions.AllowAny]
+    parser_classes = [JSONBodyParser]
     throttle_classes = [TokenLoginRateThrottle]
+    serializer_class = AuthTokenSerializer
+
+    def post(self, request, format=None):
+        serializer = self.serializer_class(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        # knox issues the token to request.user; no session is opened.
+        request.user = serializer.validated_data["user"]
+        return super().post(request, format=format)
+
+    def get_post_response_data(self, request, token, instance) -> dict:
+        return {"token": token}
 
 
 class AgentApi(APIView):
     # Token first, so an unauthenticated call is answered 401 with a WWW-Authenticate header.
-    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    authentication_classes = [AgentTokenAuthentication, SessionAuthentication]
     permission_classes = [IsActiveAgent]
 
 

@@ -10,6 +10,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from dispatch import presence
 from dispatch import services as dispatch_services
 from tickets.exceptions import Conflict
+from tickets.validators import UnsafeJSON, decode_json
 
 from . import services
 from .models import Agent
@@ -17,6 +18,11 @@ from .push import BOARD_GROUP, agent_group
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+# RFC 6455 "message too big". The largest client frame (`offer.decline` with a 500-character
+# reason) is well under 1 KiB; the web server refuses frames over this size itself (uvicorn
+# --ws-max-size in the Procfile), and the consumer holds the same limit on any other server.
+CLOSE_TOO_BIG = 1009
+MAX_FRAME_BYTES = 64 * 1024
 
 
 @database_sync_to_async
@@ -75,21 +81,35 @@ class FrameConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        if size > MAX_FRAME_BYTES:
+            await self.close(code=CLOSE_TOO_BIG)
+            return
         # A frame that is not JSON text is the client's mistake: answer it with an error
         # instead of letting the decoder's exception tear the socket down.
         try:
             content = await self.decode_json(text_data or "")
+        except UnsafeJSON as exc:
+            if self.group is not None:
+                await self.send_error(f"Frame refused: {exc}")
+            return
         except ValueError:
             if self.group is not None:
                 await self.send_error("Frames must be JSON text.")
             return
         await self.receive_json(content, **kwargs)
 
+    @classmethod
+    async def decode_json(cls, text_data):
+        # Deep nesting and lone surrogates would otherwise end the socket with a server error.
+        return decode_json(text_data)
+
     async def receive_json(self, content, **kwargs) -> None:
         if self.group is None:
             return
         kind = content.get("type") if isinstance(content, dict) else None
-        handler = self.handlers.get(kind)
+        # A type that is a list or an object cannot be looked up (it is unhashable).
+        handler = self.handlers.get(kind) if isinstance(kind, str) else None
         if handler is None:
             await self.send_error(f"Unknown frame type: {kind!r}.")
             return

@@ -1,19 +1,53 @@
-"""Websocket authentication by `Authorization: Token <token>`, beside the session cookie."""
+"""Agent tokens, `Authorization: Token <token>`: one authentication for REST calls and for
+websocket handshakes (beside the session cookie).
+
+The tokens are django-rest-knox's: the database keeps only a digest of each, a token is found by
+its first characters and then compared in constant time, an expired one is deleted when it is
+next presented, and an inactive user's token does not authenticate.
+"""
 
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import OriginValidator as ChannelsOriginValidator
 from django.conf import settings
-from rest_framework.authtoken.models import Token
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
+from knox.auth import TokenAuthentication
+from rest_framework import exceptions
+
+
+class AgentTokenAuthentication(TokenAuthentication):
+    """knox's token authentication, refusing a token that is not ASCII with a 401 (knox would
+    fail to decode it and answer 500)."""
+
+    def authenticate_credentials(self, token: bytes):
+        try:
+            token.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise exceptions.AuthenticationFailed("Invalid token.") from exc
+        return super().authenticate_credentials(token)
+
+
+class AgentTokenScheme(OpenApiAuthenticationExtension):
+    """Describes AgentTokenAuthentication in the OpenAPI schema (registered by being defined)."""
+
+    target_class = AgentTokenAuthentication
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema) -> dict:
+        return build_bearer_security_scheme_object(
+            header_name="Authorization", token_prefix=self.target.authenticate_header(None)
+        )
 
 
 @database_sync_to_async
-def user_for_token(key: str):
-    token = Token.objects.select_related("user").filter(key=key).first()
-    # An inactive user's token does not authenticate, as DRF's TokenAuthentication has it.
-    if token is None or not token.user.is_active:
+def user_for_token(token: bytes):
+    """The user a token authenticates, or None (unknown, expired, or the user is inactive)."""
+    try:
+        user, _ = AgentTokenAuthentication().authenticate_credentials(token)
+    except exceptions.AuthenticationFailed:
         return None
-    return token.user
+    return user
 
 
 class TokenAuthMiddleware(BaseMiddleware):
@@ -21,10 +55,9 @@ class TokenAuthMiddleware(BaseMiddleware):
 
     async def __call__(self, scope, receive, send):
         headers = dict(scope.get("headers", []))
-        authorization = headers.get(b"authorization", b"").decode("latin1")
-        scheme, _, key = authorization.partition(" ")
-        if scheme.lower() == "token" and key.strip():
-            user = await user_for_token(key.strip())
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        if scheme.lower() == b"token" and token.strip():
+            user = await user_for_token(token.strip())
             if user is not None:
                 scope = dict(scope, user=user)
         return await super().__call__(scope, receive, send)

@@ -25,7 +25,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Count
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from agents.models import Agent, AgentLanguage, AgentSkill, Skill
 from agents.push import agent_group
@@ -102,9 +102,7 @@ def bench_setup(*, agents: int, seed: int) -> tuple[str, list[BenchAgent]]:
             )
             for n, user in enumerate(users)
         )
-        tokens = Token.objects.bulk_create(
-            Token(user=user, key=Token.generate_key()) for user in users
-        )
+        tokens = [AuthToken.objects.create(user=user)[1] for user in users]
         languages, agent_skills = [], []
         for agent in agent_rows:
             # Everyone speaks English; most speak one more language of the mix.
@@ -119,7 +117,7 @@ def bench_setup(*, agents: int, seed: int) -> tuple[str, list[BenchAgent]]:
         AgentLanguage.objects.bulk_create(languages)
         AgentSkill.objects.bulk_create(agent_skills)
     for bench_agent, token in zip(created, tokens, strict=True):
-        bench_agent.token = token.key
+        bench_agent.token = token
     return key, created
 
 

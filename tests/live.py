@@ -104,6 +104,8 @@ class Platform:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                "--ws-max-size",
+                "65536",
             ],
             ready="Uvicorn running",
         )

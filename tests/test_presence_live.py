@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 from websockets.sync.client import ClientConnection, connect
 
 from agents.models import Agent, AgentConnection
@@ -68,7 +68,7 @@ def opened(platform, token: str) -> Iterator[Tab]:
 def token_of(agent: Agent) -> str:
     """The agent's API token (as POST /api/v1/auth/token/ hands it out; made here directly, so
     these tests stay clear of the log-in rate limit)."""
-    return Token.objects.get_or_create(user=agent.user)[0].key
+    return AuthToken.objects.create(user=agent.user)[1]
 
 
 def go_available(tab: Tab) -> dict:

@@ -11,7 +11,7 @@ import pytest
 import schemathesis
 from django.core.cache import cache
 from django.core.wsgi import get_wsgi_application
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -68,7 +68,7 @@ def world(bot_factory, agent_factory, ticket_factory, skill_factory):
     offer = Offer.objects.create(ticket=offered, agent=agent, expires_at=offered.created_at)
     return {
         "bot": {"Authorization": f"Bearer {bot.api_key}"},
-        "agent": {"Authorization": f"Token {Token.objects.create(user=agent.user).key}"},
+        "agent": {"Authorization": f"Token {AuthToken.objects.create(user=agent.user)[1]}"},
         "ticket_ids": [str(ticket.pk) for ticket in tickets.values()],
         "offer_id": str(offer.pk),
         "agent_ticket_id": str(assigned.pk),

@@ -18,6 +18,7 @@ from dispatch.selectors import sla_target_seconds
 from .exceptions import Conflict
 from .models import BotIntegration, Message, Ticket, TicketEvent, WebhookAttempt, WebhookDelivery
 from .services import bot_integration_rotate_key, ticket_cancel
+from .validators import validate_callback_url
 from .webhooks import webhook_retry_now
 
 
@@ -175,8 +176,11 @@ class TicketAdmin(admin.ModelAdmin):
         "created_at",
     ]
     inlines = [MessageInline, TicketEventInline]
-    # Callback URLs are https (the contract allows plain http to loopback hosts only).
-    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    # Callback URLs are https (the contract allows plain http to loopback hosts only), and reach
+    # public addresses only where production settings say so: the bot API's rules.
+    formfield_overrides = {
+        models.URLField: {"assume_scheme": "https", "validators": [validate_callback_url]}
+    }
     action_form = HandOverForm
     actions = ["offer_to_agent", "assign_to_agent", "requeue", "cancel"]
 

@@ -1,40 +1,70 @@
-import ipaddress
-from urllib.parse import urlsplit
-
 import pycountry
 from rest_framework import serializers
 
 from agents.models import Skill
 
 from .models import Message, Ticket
+from .validators import validate_callback_url, validate_no_control_characters
+
+# --- Input fields: the contract's types, exactly ------------------------------------------------
+# DRF's string fields take a JSON number as its digits (5 becomes "5") and its integer field a
+# numeric string or a whole float; the contract says which JSON type each field is, and a
+# different one is the client's mistake.
 
 
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+class JSONStringMixin:
+    default_error_messages = {"not_a_string": "Not a valid string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        return super().to_internal_value(data)
+
+
+class TextField(JSONStringMixin, serializers.CharField):
+    pass
+
+
+class IdentifierField(TextField):
+    """An id or a name: it ends up in logs and admin lists, so no control characters."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.validators.append(validate_no_control_characters)
+
+
+class SlugTextField(JSONStringMixin, serializers.SlugField):
+    pass
+
+
+class URLTextField(JSONStringMixin, serializers.URLField):
+    pass
+
+
+class WholeNumberField(serializers.IntegerField):
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class CustomerSerializer(serializers.Serializer):
-    id = serializers.CharField(min_length=1, max_length=200)
-    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    tier = serializers.CharField(max_length=50, required=False, allow_blank=True, default="")
+    id = IdentifierField(min_length=1, max_length=200)
+    name = IdentifierField(max_length=200, required=False, allow_blank=True, default="")
+    tier = IdentifierField(max_length=50, required=False, allow_blank=True, default="")
 
 
 class TranscriptEntrySerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=["customer", "bot"])
-    text = serializers.CharField(min_length=1, max_length=10000, trim_whitespace=False)
+    text = TextField(min_length=1, max_length=10000, trim_whitespace=False)
     sent_at = serializers.DateTimeField(required=False)
 
 
 class EscalationSerializer(serializers.Serializer):
-    external_id = serializers.CharField(min_length=1, max_length=200)
-    language = serializers.CharField(max_length=2, min_length=2)
+    external_id = IdentifierField(min_length=1, max_length=200)
+    language = TextField(max_length=2, min_length=2)
     skills = serializers.ListField(
-        child=serializers.SlugField(max_length=50), required=False, default=list, max_length=50
+        child=SlugTextField(max_length=50), required=False, default=list, max_length=50
     )
     priority = serializers.ChoiceField(
         choices=[label for _, label in Ticket.Priority.choices], default="normal"
@@ -42,12 +72,10 @@ class EscalationSerializer(serializers.Serializer):
     reason = serializers.ChoiceField(
         choices=Ticket.Reason.values, default=Ticket.Reason.CUSTOMER_REQUESTED
     )
-    summary = serializers.CharField(max_length=4000, required=False, allow_blank=True, default="")
+    summary = TextField(max_length=4000, required=False, allow_blank=True, default="")
     customer = CustomerSerializer()
     transcript = TranscriptEntrySerializer(many=True, required=False, max_length=500)
-    callback_url = serializers.URLField(
-        max_length=2000, required=False, allow_blank=True, default=""
-    )
+    callback_url = URLTextField(max_length=2000, required=False, allow_blank=True, default="")
 
     def validate_language(self, value: str) -> str:
         code = value.lower()
@@ -67,26 +95,19 @@ class EscalationSerializer(serializers.Serializer):
         return {name: value for value, name in Ticket.Priority.choices}[label]
 
     def validate_callback_url(self, url: str) -> str:
-        if not url:
-            return url
-        parts = urlsplit(url)
-        if parts.scheme == "https" or (
-            parts.scheme == "http" and is_loopback_host(parts.hostname or "")
-        ):
-            return url
-        raise serializers.ValidationError(
-            "Must be an https:// URL (plain http:// only to a loopback host)."
-        )
+        # After the URL's own syntax checks, so a malformed URL gets one message.
+        validate_callback_url(url)
+        return url
 
 
 class MessageInSerializer(serializers.Serializer):
-    text = serializers.CharField(min_length=1, max_length=10000, trim_whitespace=False)
+    text = TextField(min_length=1, max_length=10000, trim_whitespace=False)
     sent_at = serializers.DateTimeField(required=False)
 
 
 class CsatSerializer(serializers.Serializer):
-    score = serializers.IntegerField(min_value=1, max_value=5)
-    comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    score = WholeNumberField(min_value=1, max_value=5)
+    comment = TextField(max_length=2000, required=False, allow_blank=True, default="")
 
 
 # --- Response shapes ------------------------------------------------------------------------

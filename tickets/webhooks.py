@@ -11,12 +11,20 @@ Per ticket, deliveries reach the bot in sequence order: a delivery waits while a
 of its ticket is still pending (in back-off included), and the next one is sent as soon as the
 earlier is delivered or given up. A delivery given up (failed) does not hold back the later
 ones; the bot sees the gap in `sequence`, and a coordinator can retry it from the admin.
+
+When WEBHOOK_ALLOW_PRIVATE_ADDRESSES is off (production), every attempt resolves the callback
+host afresh and connects only to an address it checked (tickets.validators): a host that is or
+now resolves to a private, loopback or otherwise non-public address is refused without a
+connection, and since that is the platform's refusal, not the bot's endpoint failing, the
+delivery is failed at once instead of retried (a coordinator can retry it once the bot's DNS is
+fixed). A host that does not resolve is a connection error, retried as usual.
 """
 
 import hashlib
 import hmac
 import json
 import logging
+import socket
 import time
 import uuid
 from datetime import timedelta
@@ -31,6 +39,7 @@ from dispatch.celery import enqueue_on_commit
 
 from .events import message_view, ticket_view
 from .models import Message, Ticket, WebhookAttempt, WebhookDelivery
+from .validators import RefusedAddress, check_addresses, check_host_name, resolve_host
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +136,33 @@ def _claim(delivery_id: uuid.UUID | str) -> WebhookDelivery | None:
         return delivery
 
 
-def _post(delivery: WebhookDelivery) -> tuple[int | None, str, int]:
-    """POST the delivery's exact bytes once: (status code, error, duration in ms)."""
+def pinned_target(url: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """Where an attempt connects: (URL, extra headers, httpx request extensions).
+
+    With private addresses allowed, the URL as it is. Otherwise the URL with its host replaced
+    by the first of the host's addresses, all of which were checked, and the host kept as the
+    `Host` header and as the TLS name the certificate is verified against; so the connection
+    goes to the checked address even if the name resolves differently a moment later.
+    Raises RefusedAddress, or httpx.ConnectError when the host does not resolve.
+    """
+    if settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES:
+        return url, {}, {}
+    parsed = httpx.URL(url)
+    host = parsed.raw_host.decode("ascii")
+    check_host_name(host)
+    try:
+        addresses = resolve_host(host, parsed.port or (443 if parsed.scheme == "https" else 80))
+    except (socket.gaierror, UnicodeError) as exc:
+        raise httpx.ConnectError(f"{host} does not resolve: {exc}") from exc
+    check_addresses(host, addresses)
+    pinned = str(parsed.copy_with(host=str(addresses[0])))
+    extensions = {"sni_hostname": host} if parsed.scheme == "https" else {}
+    return pinned, {"Host": parsed.netloc.decode("ascii")}, extensions
+
+
+def _post(delivery: WebhookDelivery) -> tuple[int | None, str, int, bool]:
+    """POST the delivery's exact bytes once: (status code, error, duration in ms, whether the
+    callback address was refused)."""
     body = delivery.body.encode()
     headers = {
         "Content-Type": "application/json",
@@ -137,22 +171,26 @@ def _post(delivery: WebhookDelivery) -> tuple[int | None, str, int]:
         "X-Dispatch-Delivery": str(delivery.id),
         "X-Dispatch-Signature": sign(body, delivery.ticket.integration.signing_secret),
     }
-    status_code, error = None, ""
+    status_code, error, refused = None, "", False
     started = time.monotonic()
     try:
-        response = httpx.post(
-            delivery.url,
-            content=body,
-            headers=headers,
-            timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
-            follow_redirects=False,
-        )
+        url, target_headers, extensions = pinned_target(delivery.url)
+        with httpx.Client(timeout=settings.WEBHOOK_TIMEOUT_SECONDS) as client:
+            response = client.post(
+                url,
+                content=body,
+                headers={**headers, **target_headers},
+                extensions=extensions,
+                follow_redirects=False,
+            )
         status_code = response.status_code
         if not 200 <= status_code < 300:
             error = f"HTTP {status_code}"
+    except RefusedAddress as exc:
+        error, refused = f"Refused: {exc}"[:2000], True
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"[:2000]
-    return status_code, error, round((time.monotonic() - started) * 1000)
+    return status_code, error, round((time.monotonic() - started) * 1000), refused
 
 
 def _send_next_of_ticket(delivery: WebhookDelivery) -> None:
@@ -174,12 +212,12 @@ def webhook_attempt(*, delivery_id: uuid.UUID | str) -> WebhookDelivery | None:
     """Make one attempt at a due delivery and record it; None when no attempt was due.
 
     A failed attempt schedules the next after its back-off; the attempt after the last retry
-    gives the delivery up (failed).
+    gives the delivery up (failed), and so does an attempt whose callback address is refused.
     """
     delivery = _claim(delivery_id)
     if delivery is None:
         return None
-    status_code, error, duration_ms = _post(delivery)
+    status_code, error, duration_ms, refused = _post(delivery)
     with transaction.atomic():
         delivery = WebhookDelivery.objects.select_for_update().get(pk=delivery.pk)
         attempt = WebhookAttempt.objects.create(
@@ -190,7 +228,7 @@ def webhook_attempt(*, delivery_id: uuid.UUID | str) -> WebhookDelivery | None:
             delivery.state = WebhookDelivery.State.DELIVERED
             delivery.delivered_at = attempt.attempted_at
             delivery.next_attempt_at = None
-        elif delivery.attempt_count > MAX_RETRIES:
+        elif refused or delivery.attempt_count > MAX_RETRIES:
             delivery.state = WebhookDelivery.State.FAILED
             delivery.next_attempt_at = None
         else:

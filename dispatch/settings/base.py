@@ -4,6 +4,7 @@ The embedded defaults (SQLite file, Redis on loopback) let a fresh checkout run 
 configured; production sets each variable explicitly.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -31,7 +32,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
@@ -123,6 +124,16 @@ REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
 # Token log-ins per client address (DRF rate syntax), against password guessing.
 AUTH_TOKEN_LOGIN_RATE = env("AUTH_TOKEN_LOGIN_RATE", default="10/minute")
 
+# Agent API tokens (django-rest-knox): the database keeps only a SHA-512 digest, so a token is
+# shown once, at log-in. Each log-in issues its own token; one lives AGENT_TOKEN_TTL_HOURS after
+# its last use (every authenticated request or websocket connect extends it), and then the
+# client logs in again.
+REST_KNOX = {
+    "AUTH_HEADER_PREFIX": "Token",
+    "TOKEN_TTL": timedelta(hours=env.int("AGENT_TOKEN_TTL_HOURS", default=24)),
+    "AUTO_REFRESH": True,
+}
+
 # Shared by every process (the bot API's rate limits count across all web processes). A short
 # time-out: a slow Redis must not hold up requests (the throttle fails open, see throttling.py).
 CACHES = {
@@ -212,11 +223,11 @@ CELERY_BEAT_SCHEDULE = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "agents.middleware.AgentTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["tickets.validators.JSONBodyParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "dispatch.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -242,6 +253,10 @@ SPECTACULAR_SETTINGS = {
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", 10.0)
+# Whether a callback URL may name a private, loopback, link-local or otherwise non-public
+# address. On here, so local development and the tests can receive webhooks on loopback;
+# production settings turn it off (see tickets.validators).
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env.bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", default=True)
 
 LOGGING = {
     "version": 1,

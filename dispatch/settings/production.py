@@ -29,3 +29,8 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
+# Callback URLs must reach public addresses only, checked when set and before every webhook
+# attempt (tickets.validators); a deployment whose bots live on its own network may allow them.
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env.bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", default=False)
+# The portal hands its pages the CSRF token; no script needs to read the cookie.
+CSRF_COOKIE_HTTPONLY = True

@@ -4,7 +4,8 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
+from knox.crypto import hash_token
+from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from agents.models import Agent
@@ -55,7 +56,10 @@ def test_a_token_is_issued_for_the_right_password_and_authenticates(agent):
 
     # then
     assert response.status_code == 200
-    assert response.json() == {"token": Token.objects.get(user=agent.user).key}
+    token = response.json()["token"]
+    assert response.json() == {"token": token}
+    # Only a digest is stored: the answer was the one time the token could be read.
+    assert AuthToken.objects.get(user=agent.user).digest == hash_token(token)
     client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
     assert client.get("/api/v1/agent/me/").status_code == 200
 
@@ -71,7 +75,7 @@ def test_a_wrong_password_gets_no_token(agent):
     # then
     assert response.status_code == 400
     assert response.json() == {"non_field_errors": ["Unable to log in with provided credentials."]}
-    assert not Token.objects.exists()
+    assert not AuthToken.objects.exists()
 
 
 def test_without_credentials_the_agent_api_answers_401():
@@ -122,7 +126,7 @@ def test_a_user_who_is_not_an_agent_is_refused_with_403():
     # given: a user with a token but no agent profile
     user = UserFactory()
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {AuthToken.objects.create(user=user)[1]}")
 
     # when
     response = client.get("/api/v1/agent/me/")

@@ -8,7 +8,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from agents.models import Agent, AgentConnection
 from dispatch.asgi import application
@@ -29,7 +29,7 @@ def communicator(*headers: tuple[bytes, bytes], path: str = "/ws/agent/") -> Web
 
 
 def token_header(user) -> tuple[bytes, bytes]:
-    key = Token.objects.get_or_create(user=user)[0].key
+    key = AuthToken.objects.create(user=user)[1]
     return (b"authorization", f"Token {key}".encode())
 
 

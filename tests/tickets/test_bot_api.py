@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from dispatch import services as dispatch_services
@@ -475,7 +475,7 @@ def test_an_agent_token_is_not_a_bot_key(agent, ticket_factory):
     # given an agent's own credentials, which are for the agent API
     ticket = ticket_factory()
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=agent.user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {AuthToken.objects.create(user=agent.user)[1]}")
 
     # when
     response = client.get(f"/api/v1/tickets/{ticket.id}/")

@@ -4,7 +4,7 @@ import threading
 import httpx
 import pytest
 from django.core.management import call_command
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from tickets.models import Message, Ticket
 
@@ -24,7 +24,7 @@ def test_simulated_bot_escalates_verifies_webhooks_and_answers_replies(
     )
     agent_api = httpx.Client(
         base_url=live_platform.url,
-        headers={"Authorization": f"Token {Token.objects.create(user=agent.user).key}"},
+        headers={"Authorization": f"Token {AuthToken.objects.create(user=agent.user)[1]}"},
     )
     out = io.StringIO()
     command = threading.Thread(

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from dispatch.models import Offer
 from tickets.models import Ticket, WebhookAttempt, WebhookDelivery
@@ -151,7 +151,7 @@ def escalate(platform, bot, external_id: str, callback_url: str = "") -> str:
 
 
 def agent_api(platform, agent) -> httpx.Client:
-    token = Token.objects.create(user=agent.user).key
+    token = AuthToken.objects.create(user=agent.user)[1]
     return httpx.Client(
         base_url=platform.url, headers={"Authorization": f"Token {token}"}, timeout=10
     )
