@@ -1,10 +1,19 @@
+import logging
+
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import exceptions, serializers
 from rest_framework.views import exception_handler
 
 from tickets.exceptions import Conflict
+
+logger = logging.getLogger(__name__)
+
+# What a client is told to wait before trying again while the database does not answer: about
+# how long a restart or a failover of a managed PostgreSQL takes.
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 class ConflictError(exceptions.APIException):
@@ -17,11 +26,28 @@ class PayloadTooLarge(exceptions.APIException):
     default_code = "payload_too_large"
 
 
+class DatabaseUnavailable(exceptions.APIException):
+    status_code = 503
+    default_detail = "The service is temporarily unavailable; try again in a few seconds."
+    default_code = "service_unavailable"
+    # DRF's handler turns `wait` into a Retry-After header.
+    wait = DATABASE_RETRY_AFTER_SECONDS
+
+
 def api_exception_handler(exc, context):
     """DRF's handler, plus the domain's refusals: a state conflict is a 409, a row the caller
     may not see (or that does not exist) a 404, and a body over DATA_UPLOAD_MAX_MEMORY_SIZE
-    (Django raises it when DRF reads request.body) a 413 instead of Django's bare 400."""
-    if isinstance(exc, RequestDataTooBig):
+    (Django raises it when DRF reads request.body) a 413 instead of Django's bare 400.
+
+    A database that cannot be reached (or a connection lost under the request) is a 503 with a
+    plain message and Retry-After, never a 500 with a trace: the client did nothing wrong and
+    should retry. Whatever the request had begun is rolled back with its transaction, so a retry
+    finds nothing half-written; the error itself goes to the log for the operators.
+    """
+    if isinstance(exc, OperationalError | InterfaceError):
+        logger.error("Answered 503, the database failed: %s", exc)
+        exc = DatabaseUnavailable()
+    elif isinstance(exc, RequestDataTooBig):
         exc = PayloadTooLarge(
             f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
         )

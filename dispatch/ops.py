@@ -8,9 +8,10 @@ answers the scrape, so only the database knows the right numbers.
 import logging
 from datetime import timedelta
 
+import psycopg
 import redis
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import Error, connection
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
@@ -36,6 +37,9 @@ TIME_TO_ASSIGN_BUCKETS = (5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
 OFFER_OUTCOMES = [status for status in Offer.Status.values if status != Offer.Status.PENDING]
 WEBHOOK_RESULTS = [WebhookDelivery.State.DELIVERED, WebhookDelivery.State.FAILED]
 
+# How long /readyz waits for the database; load balancers' probes give up after a second or two.
+READINESS_TIMEOUT_SECONDS = 1
+
 
 @require_GET
 def healthz(request) -> HttpResponse:
@@ -43,10 +47,20 @@ def healthz(request) -> HttpResponse:
 
 
 def _database_is_up() -> bool:
+    pool = getattr(connection, "pool", None)
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except DatabaseError:
+        if pool is None:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        else:
+            # Asked of the pool directly, with a probe's patience: through Django, a request
+            # waits the pool's whole `timeout` for a connection when the database is gone.
+            with pool.connection(timeout=READINESS_TIMEOUT_SECONDS) as pooled:
+                pooled.execute("SELECT 1")
+    # Error, not DatabaseError: a connection that broke under an earlier request raises
+    # InterfaceError, which is not a DatabaseError. psycopg.Error: the pool's own, including
+    # its time-out.
+    except (Error, psycopg.Error):
         logger.warning("Readiness: the database does not answer", exc_info=True)
         return False
     return True

