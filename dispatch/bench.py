@@ -9,12 +9,14 @@ the peak memory of the platform's processes.
 
 import asyncio
 import contextlib
+import itertools
 import json
 import random
 import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
@@ -71,6 +73,11 @@ class BenchAgent:
     skills: list[str]
     capacity: int
 
+
+# Agents opening their sockets at once, as a fleet of browsers reconnecting with jitter does:
+# a thousand handshakes in the same instant would measure a storm no server sees, and starve
+# the sockets already open of their keep-alive pings.
+CONNECTS_IN_FLIGHT = 50
 
 # The bench's bot may send this many requests a minute: far above what any run sends.
 BENCH_REQUESTS_PER_MINUTE = 10_000_000
@@ -167,6 +174,7 @@ class Bench:
         self.resolved_at: dict[str, float] = {}
         self.tasks: set[asyncio.Task] = set()
         self.closing = False
+        self.connect_slots = asyncio.Semaphore(CONNECTS_IN_FLIGHT)
 
     def spawn(self, coroutine) -> None:
         task = asyncio.create_task(coroutine)
@@ -175,11 +183,13 @@ class Bench:
 
     async def run_agent(self, agent: BenchAgent, client: httpx.AsyncClient, ready: asyncio.Event):
         headers = {"Authorization": f"Token {agent.token}"}
-        async with websockets.connect(
-            self.ws_url, additional_headers=headers, max_queue=None, open_timeout=60
-        ) as socket:
-            self.sockets[agent.id] = socket
+        async with self.connect_slots:
+            socket = await websockets.connect(
+                self.ws_url, additional_headers=headers, max_queue=None, open_timeout=60
+            )
             hello = json.loads(await socket.recv())
+        async with socket:
+            self.sockets[agent.id] = socket
             assert hello["type"] == "hello", hello
             await socket.send(json.dumps({"type": "status.set", "status": "available"}))
             self.ready += 1
@@ -394,20 +404,38 @@ class Bench:
         }
 
 
-def platform_processes() -> dict[str, list[psutil.Process]]:
-    """The platform's local server and worker processes, found by their command lines."""
+def platform_processes(url: str) -> dict[str, list[psutil.Process]]:
+    """The server and worker processes of the platform under test, found by their command
+    lines: the ASGI server serving `url`'s port, and the Celery workers on this machine that
+    use the same broker as this command (`REDIS_URL`), so that other platforms running here,
+    a test suite's for one, are not counted."""
+    port = str(urlsplit(url).port or 80)
     found: dict[str, list[psutil.Process]] = {"server": [], "worker": []}
     for process in psutil.process_iter(["cmdline"]):
-        line = " ".join(process.info["cmdline"] or [])
-        if "dispatch.asgi:application" in line:
-            found["server"].append(process)
-        elif "celery" in line and " worker" in line and "dispatch" in line:
-            found["worker"].append(process)
+        arguments = process.info["cmdline"] or []
+        line = " ".join(arguments)
+        with contextlib.suppress(psutil.Error):
+            if "dispatch.asgi:application" in line and _port_argument(arguments) == port:
+                found["server"].append(process)
+            elif (
+                "celery" in line
+                and " worker" in line
+                and "dispatch" in line
+                and process.environ().get("REDIS_URL") == settings.REDIS_URL
+            ):
+                found["worker"].append(process)
     return found
 
 
-async def sample_peak_memory(peaks: dict[str, int], stop: asyncio.Event) -> None:
-    processes = platform_processes()
+def _port_argument(arguments: list[str]) -> str | None:
+    for option, value in itertools.pairwise(arguments):
+        if option == "--port":
+            return value
+    return None
+
+
+async def sample_peak_memory(url: str, peaks: dict[str, int], stop: asyncio.Event) -> None:
+    processes = platform_processes(url)
     while not stop.is_set():
         for kind, members in processes.items():
             for process in members:
@@ -420,7 +448,7 @@ async def bench_run(bench: Bench, **options) -> tuple[float, dict]:
     """Run the benchmark; returns the burst throughput and the peak RSS (MB) by process kind."""
     peaks: dict[str, int] = {}
     stop = asyncio.Event()
-    sampler = asyncio.create_task(sample_peak_memory(peaks, stop))
+    sampler = asyncio.create_task(sample_peak_memory(bench.url, peaks, stop))
     try:
         throughput = await bench.run(**options)
     finally:
