@@ -12,11 +12,9 @@ import uuid
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models import F, prefetch_related_objects
 from django.utils import timezone
-from redis.exceptions import RedisError
 
 from agents.events import agent_status_board_frame, status_frame
 from agents.locks import lock_agent
@@ -53,9 +51,6 @@ logger = logging.getLogger(__name__)
 ROUTE_TASK = "dispatch.route_ticket"
 DRAIN_TASK = "dispatch.drain_agent"
 EXPIRE_TASK = "dispatch.expire_offer"
-
-# How long a requested drain that never started keeps later requests from sending their own.
-DRAIN_CLAIM_SECONDS = 30
 
 # How many candidates one routing step tries before giving up to the next event or sweep; the
 # rest are either locked by a concurrent step (skipped) or full once re-checked under lock.
@@ -106,39 +101,20 @@ def ticket_request_routing(*, ticket: Ticket) -> None:
     enqueue_on_commit(ROUTE_TASK, str(ticket.pk))
 
 
-def _drain_claim_key(agent_id: str) -> str:
-    return f"dispatch:drain-requested:{agent_id}"
-
-
 def agent_request_drain(*, agent: Agent) -> None:
     """Ask a worker to offer this agent the waiting tickets it can take, after commit.
 
-    A drain asked for and not started yet covers every later request for the same agent (it
-    reads the queue after they committed), so a connect storm or a run of status changes
-    queues one drain per agent, not one per event. The claim lapses after
-    DRAIN_CLAIM_SECONDS, should its task be lost; the sweep drains every agent with room
-    meanwhile. Without the cache, every request sends its task.
+    Only when a ticket is queued once the change committed: a ticket queued later is routed
+    by its own task, which then sees this agent's room. So a storm of connects or status
+    changes with nothing waiting sends no task at all.
     """
     agent_id = str(agent.pk)
 
     def request() -> None:
-        try:
-            claimed = cache.add(_drain_claim_key(agent_id), True, timeout=DRAIN_CLAIM_SECONDS)
-        except RedisError:
-            logger.warning("Cache unavailable; draining agent %s without coalescing", agent_id)
-            claimed = True
-        if claimed:
+        if tickets_queued_exist():
             enqueue_on_commit(DRAIN_TASK, agent_id)
 
     transaction.on_commit(request)
-
-
-def agent_drain_started(*, agent_id: str) -> None:
-    """A drain task is starting: requests from now on need a drain of their own."""
-    try:
-        cache.delete(_drain_claim_key(agent_id))
-    except RedisError:
-        logger.warning("Cache unavailable; agent %s's drain claim lapses by itself", agent_id)
 
 
 def _agent_has_room(*, agent: Agent, policy: DispatchPolicy) -> int:

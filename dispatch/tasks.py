@@ -40,7 +40,6 @@ def route_ticket(ticket_id: str) -> None:
 
 @shared_task(name=services.DRAIN_TASK, **ROUTING_TASK)
 def drain_agent(agent_id: str) -> None:
-    services.agent_drain_started(agent_id=agent_id)
     services.agent_drain(agent_id=agent_id)
 
 

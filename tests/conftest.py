@@ -3,7 +3,6 @@ import shutil
 
 import pytest
 from django.conf import global_settings
-from django.core.cache import cache
 from django.db import connection
 from django.test import override_settings
 from rest_framework.test import APIClient
@@ -28,13 +27,6 @@ def _requirements(request):
         skip_or_fail("needs PostgreSQL row locks: set DATABASE_URL to a PostgreSQL database")
     if request.node.get_closest_marker("browser") and not shutil.which(CHROMIUM):
         skip_or_fail(f"needs Chromium at {CHROMIUM} (apt-get install chromium)")
-
-
-@pytest.fixture(autouse=True)
-def _empty_cache():
-    """Each test starts with an empty cache: no drain claim or rate-limit count of another
-    test leaks in."""
-    cache.clear()
 
 
 @pytest.fixture

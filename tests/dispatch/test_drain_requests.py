@@ -1,17 +1,18 @@
-"""Drain requests coalesce: a drain asked for and not started yet covers every later request for
-the same agent, so a connect storm queues one drain per agent, not one per event."""
+"""Drain requests: a capacity event asks for a drain only when a ticket waits once it has
+committed, so a storm of connects or status changes with nothing queued sends no task."""
 
 import pytest
 
 from dispatch.celery import app as celery_app
-from dispatch.services import DRAIN_TASK, agent_drain_started, agent_request_drain
+from dispatch.services import DRAIN_TASK, agent_request_drain
+from tickets.models import Ticket
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def sent_drains(monkeypatch) -> list[tuple]:
-    """The drain tasks handed to the broker, instead of being sent to it."""
+    """The drain tasks handed to the broker, recorded instead of sent."""
     sent = []
     monkeypatch.setattr(
         celery_app.tasks[DRAIN_TASK],
@@ -21,50 +22,51 @@ def sent_drains(monkeypatch) -> list[tuple]:
     return sent
 
 
-def test_requests_before_the_drain_starts_send_one_task(
-    agent_factory, sent_drains, django_capture_on_commit_callbacks
+def test_with_nothing_queued_no_drain_is_sent(
+    agent_factory, ticket_factory, sent_drains, django_capture_on_commit_callbacks
 ):
-    # given: two agents
+    # given: two agents, and a ticket that is already with an agent
     first, second = agent_factory(), agent_factory()
+    ticket_factory(status=Ticket.Status.ASSIGNED, agent=first)
 
-    # when: each is asked to drain three times before any drain starts
+    # when: both become able to take work
     with django_capture_on_commit_callbacks(execute=True):
-        for _ in range(3):
-            agent_request_drain(agent=first)
-            agent_request_drain(agent=second)
+        agent_request_drain(agent=first)
+        agent_request_drain(agent=second)
 
-    # then: one task per agent
+    # then: no task, since no ticket waits
+    assert sent_drains == []
+
+
+def test_with_a_ticket_queued_each_request_sends_its_drain(
+    agent_factory, ticket_factory, sent_drains, django_capture_on_commit_callbacks
+):
+    # given: two agents and a queued ticket
+    first, second = agent_factory(), agent_factory()
+    ticket_factory()
+
+    # when: both become able to take work
+    with django_capture_on_commit_callbacks(execute=True):
+        agent_request_drain(agent=first)
+        agent_request_drain(agent=second)
+
+    # then: one drain each
     assert sent_drains == [(str(first.pk),), (str(second.pk),)]
 
 
-def test_a_request_after_the_drain_started_sends_its_own(
-    agent_factory, sent_drains, django_capture_on_commit_callbacks
+def test_the_queue_is_read_after_the_change_commits(
+    agent_factory, ticket_factory, sent_drains, django_capture_on_commit_callbacks
 ):
-    # given: a drain requested and then started
+    # given: an agent asked to drain while nothing is queued yet
     agent = agent_factory()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        agent_request_drain(agent=agent)
+
+    # when: a ticket is queued before the change commits
+    ticket_factory()
     with django_capture_on_commit_callbacks(execute=True):
-        agent_request_drain(agent=agent)
-    agent_drain_started(agent_id=str(agent.pk))
+        for callback in callbacks:
+            callback()
 
-    # when: the agent's capacity changes again
-    with django_capture_on_commit_callbacks(execute=True):
-        agent_request_drain(agent=agent)
-
-    # then: a second drain is sent, since the first may have read the queue before
-    assert sent_drains == [(str(agent.pk),), (str(agent.pk),)]
-
-
-def test_a_rolled_back_request_claims_nothing(
-    agent_factory, sent_drains, django_capture_on_commit_callbacks
-):
-    # given: a request whose transaction never commits
-    agent = agent_factory()
-    with django_capture_on_commit_callbacks(execute=False):
-        agent_request_drain(agent=agent)
-
-    # when: the agent is asked to drain in a transaction that commits
-    with django_capture_on_commit_callbacks(execute=True):
-        agent_request_drain(agent=agent)
-
-    # then: that request sends its task
+    # then: the drain is sent
     assert sent_drains == [(str(agent.pk),)]
