@@ -119,6 +119,8 @@ class Platform:
                 str(self.port),
                 "--ws-max-size",
                 "65536",
+                "--ws-per-message-deflate",
+                "false",
             ],
             ready="Uvicorn running",
         )
