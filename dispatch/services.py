@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import F, prefetch_related_objects
+from django.db.models import prefetch_related_objects
 from django.utils import timezone
 
 from agents.events import agent_status_board_frame, status_frame
@@ -51,6 +51,12 @@ logger = logging.getLogger(__name__)
 ROUTE_TASK = "dispatch.route_ticket"
 DRAIN_TASK = "dispatch.drain_agent"
 EXPIRE_TASK = "dispatch.expire_offer"
+
+# How many queued tickets one sweep routes and how many agents with room it drains, at most.
+# The sweep is the net under event-driven routing, not a second router: one that routed every
+# takeable ticket and drained every agent with room held the routing worker for tens of seconds
+# per run under a backlog at a thousand agents, while the routing tasks waited.
+SWEEP_BATCH = 20
 
 # How many candidates one routing step tries before giving up to the next event or sweep; the
 # rest are either locked by a concurrent step (skipped) or full once re-checked under lock.
@@ -660,31 +666,27 @@ def tickets_flag_sla_breaches() -> int:
 
 
 def tickets_route_waiting() -> int:
-    """Route, best ticket first, every queued ticket that a routable agent with room could
-    take; returns the offers made. Each goes to its best-scoring agent, as on escalation."""
+    """Route the first SWEEP_BATCH queued tickets in dispatch order, each to its best-scoring
+    agent as on escalation; returns the offers made."""
     policy = DispatchPolicy.load()
-    now = timezone.now()
-    takeable: set[uuid.UUID] = set()
-    for agent in agents_routable(now=now, policy=policy):
-        room = agent.capacity - agent.load
-        takeable.update(
-            tickets_waiting_for(agent=agent, now=now, policy=policy).values_list("pk", flat=True)[
-                :room
-            ]
-        )
-    in_order = tickets_in_dispatch_order(
-        Ticket.objects.filter(pk__in=takeable), aging_seconds=policy.aging_seconds_per_priority
-    ).values_list("pk", flat=True)
-    return sum(ticket_route(ticket_id=ticket_id) is not None for ticket_id in list(in_order))
+    head = tickets_in_dispatch_order(
+        Ticket.objects.filter(status=Ticket.Status.QUEUED),
+        aging_seconds=policy.aging_seconds_per_priority,
+    ).values_list("pk", flat=True)[:SWEEP_BATCH]
+    return sum(ticket_route(ticket_id=ticket_id) is not None for ticket_id in list(head))
 
 
 def dispatch_sweep() -> int:
-    """Expire overdue offers, flag SLA breaches, and offer every waiting ticket that someone
-    can take now; returns the offers made.
+    """Expire overdue offers, flag SLA breaches, and offer waiting tickets that someone can
+    take now; returns the offers made.
 
     Routing is event-driven; this repairs whatever a lost task, worker or Redis message left
-    behind, so a lost event costs seconds, not a ticket. Tickets are routed first, so each goes
-    to its best agent; then every agent still with room is drained, the net under that net.
+    behind, so a lost event costs seconds, not a ticket. Tickets at the head of the queue are
+    routed first, so each goes to its best agent; then agents with room, a different sample
+    each run, are drained: that reaches a ticket further back whose task was lost, even while
+    the head holds tickets nobody can take yet. Each step is bounded by SWEEP_BATCH, so under a
+    backlog the sweep never holds the routing worker for long: the routing tasks are doing
+    that work, and the next sweeps go on where this one stopped.
     """
     offers_expire_overdue()
     tickets_flag_sla_breaches()
@@ -694,11 +696,10 @@ def dispatch_sweep() -> int:
         return 0
     made = tickets_route_waiting()
     policy = DispatchPolicy.load()
-    # Longest idle first, never-busy (NULL) first on every database, as routing orders them.
     agent_ids = list(
         agents_routable(now=timezone.now(), policy=policy)
-        .order_by(F("idle_since").asc(nulls_first=True), "created_at")
-        .values_list("pk", flat=True)
+        .order_by("?")
+        .values_list("pk", flat=True)[:SWEEP_BATCH]
     )
     return made + sum(len(agent_drain(agent_id=agent_id)) for agent_id in agent_ids)
 

@@ -5,10 +5,12 @@ callback, and these tests capture that callback and never run it, so the task ne
 
 import pytest
 from django.conf import settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from dispatch.celery import app as celery_app
-from dispatch.models import Offer
-from dispatch.services import DRAIN_TASK, EXPIRE_TASK, ROUTE_TASK
+from dispatch.models import DispatchPolicy, Offer
+from dispatch.services import DRAIN_TASK, EXPIRE_TASK, ROUTE_TASK, SWEEP_BATCH, dispatch_sweep
 from tickets.models import Ticket
 from tickets.services import ticket_escalate
 
@@ -38,6 +40,55 @@ def test_the_next_sweep_offers_an_escalation_whose_routing_message_was_lost(
     ticket.refresh_from_db()
     assert ticket.status == Ticket.Status.OFFERED
     assert list(ticket.offers.values_list("agent", "status")) == [(agent.pk, Offer.Status.PENDING)]
+
+
+def test_the_sweep_offers_a_lost_ticket_behind_a_head_of_tickets_nobody_can_take(
+    bot, agent_factory, ticket_factory, django_capture_on_commit_callbacks
+):
+    # given: more queued tickets than one sweep routes that nobody can take (no one speaks
+    # Finnish), and behind them an English escalation whose routing task was lost
+    agent = agent_factory(online=True)
+    for _ in range(SWEEP_BATCH + 1):
+        ticket_factory(language="fi")
+    with django_capture_on_commit_callbacks(execute=False):
+        ticket, _ = ticket_escalate(
+            integration=bot, external_id="behind", language="en", customer_id="cust-1"
+        )
+
+    # when
+    dispatch_sweep()
+
+    # then: the agent with room was drained and got it
+    assert list(ticket.offers.values_list("agent", "status")) == [(agent.pk, Offer.Status.PENDING)]
+
+
+def _sweep_queries(*, agents: int, agent_factory, ticket_factory) -> int:
+    for _ in range(agents):
+        agent_factory(online=True, languages=["sv"])
+    for _ in range(SWEEP_BATCH + 1):
+        ticket_factory(language="fi")
+    with CaptureQueriesContext(connection) as captured:
+        dispatch_sweep()
+    return len(captured.captured_queries)
+
+
+def test_a_sweep_does_bounded_work_whatever_the_backlog_and_the_pool(agent_factory, ticket_factory):
+    # given: the policy in place (its first read creates it), and a backlog nobody online
+    # can take, with a pool of agents with room
+    DispatchPolicy.load()
+
+    # when: the sweep runs with a pool just over the batch, then with three times as many
+    # agents and a longer queue
+    smaller = _sweep_queries(
+        agents=SWEEP_BATCH + 1, agent_factory=agent_factory, ticket_factory=ticket_factory
+    )
+    larger = _sweep_queries(
+        agents=2 * SWEEP_BATCH, agent_factory=agent_factory, ticket_factory=ticket_factory
+    )
+
+    # then: the same number of queries: at most SWEEP_BATCH tickets routed and SWEEP_BATCH
+    # agents drained per run
+    assert larger == smaller
 
 
 def test_the_sweep_expires_an_offer_whose_timer_was_lost(bot, agent_factory, ticket_factory):
