@@ -17,6 +17,11 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Per test process, so rate-limit counters never leak between test runs through Redis.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+if "pool" in DATABASES["default"].get("OPTIONS", {}):
+    # The race tests run a dozen threads at once, each holding a connection for its whole run,
+    # beside the test's own: more than a serving process's pool needs.
+    DATABASES["default"]["OPTIONS"]["pool"]["max_size"] = 20
+
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so the processes that live tests start share the test database.
     DATABASES["default"]["TEST"] = {
