@@ -191,7 +191,7 @@ def policy_weights(policy: DispatchPolicy) -> scoring.Weights:
 
 @dataclass(frozen=True)
 class Candidate:
-    agent: Agent
+    agent_id: uuid.UUID
     score: scoring.Score
 
 
@@ -209,9 +209,10 @@ def agents_ranked_for(*, ticket: Ticket, now: datetime, policy: DispatchPolicy) 
         .order_by()
         .values("agent")
     )
+    # Plain rows, not model instances: with a thousand eligible agents, building the instances
+    # cost more than the query itself.
     agents = list(
         agents_eligible_for(ticket=ticket, skill_ids=skill_ids, now=now, policy=policy)
-        .only("pk", "capacity", "pay_rate", "idle_since")
         .annotate(
             ratings_count=_count(rated),
             ratings_sum=Coalesce(
@@ -229,6 +230,17 @@ def agents_ranked_for(*, ticket: Ticket, now: datetime, policy: DispatchPolicy) 
                 .values("mean"),
                 output_field=FloatField(),
             ),
+        )
+        .values_list(
+            "pk",
+            "capacity",
+            "pay_rate",
+            "idle_since",
+            "load",
+            "ratings_count",
+            "ratings_sum",
+            "proficiency",
+            named=True,
         )
     )
     if not agents:
@@ -250,7 +262,7 @@ def agents_ranked_for(*, ticket: Ticket, now: datetime, policy: DispatchPolicy) 
     scores = scoring.score_all(
         inputs, weights=policy_weights(policy), pool=routing_pool(now=now, policy=policy)
     )
-    ranked = [Candidate(agent, score) for agent, score in zip(agents, scores, strict=True)]
+    ranked = [Candidate(agent.pk, score) for agent, score in zip(agents, scores, strict=True)]
     # sorted() is stable: ties stay in the eligibility order.
     return sorted(ranked, key=lambda candidate: -candidate.score.total)
 

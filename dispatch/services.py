@@ -223,7 +223,7 @@ def ticket_route(*, ticket_id: uuid.UUID) -> Offer | None:
     _ticket_flag_sla_breach(ticket=ticket, policy=policy, now=now)
     candidates = agents_ranked_for(ticket=ticket, now=now, policy=policy)
     for candidate in candidates[:CANDIDATES_PER_STEP]:
-        agent = _lock_agent_with_room(agent_id=candidate.agent.pk, policy=policy)
+        agent = _lock_agent_with_room(agent_id=candidate.agent_id, policy=policy)
         if agent is not None:
             return _offer_create(ticket=ticket, agent=agent, policy=policy, score=candidate.score)
     return None
@@ -255,7 +255,9 @@ def agent_drain(*, agent_id: uuid.UUID) -> list[Offer]:
         if ticket is None or ticket.status != Ticket.Status.QUEUED:
             continue
         own = [
-            c for c in agents_ranked_for(ticket=ticket, now=now, policy=policy) if c.agent == agent
+            c
+            for c in agents_ranked_for(ticket=ticket, now=now, policy=policy)
+            if c.agent_id == agent.pk
         ]
         if not own:
             # The ticket stopped being one this agent may take since the list was read.
