@@ -27,6 +27,7 @@ run: $(STAMP)
 	@echo ""
 	@echo "  Portal:    http://127.0.0.1:$(PORT)/"
 	@echo "  Admin:     http://127.0.0.1:$(PORT)/admin/"
+	@echo "  Board:     http://127.0.0.1:$(PORT)/board/"
 	@echo "  API docs:  http://127.0.0.1:$(PORT)/api/docs/"
 	@echo "  Ctrl-C stops every process."
 	@echo ""
