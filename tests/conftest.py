@@ -8,11 +8,11 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from . import factories
+from .browser import CHROMIUM
 from .live import BotReceiver, running_platform
 
 # CI sets this: a test that would be skipped here (no PostgreSQL, no Chromium) fails instead.
 NO_SKIP = os.environ.get("DISPATCH_NO_SKIP") == "1"
-CHROMIUM = "/usr/bin/chromium"
 
 
 def skip_or_fail(reason: str) -> None:

@@ -5,11 +5,10 @@ page changes without a reload."""
 import httpx
 import pytest
 from django.conf import global_settings
-from django.db import connection
 from django.test import override_settings
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from tests.conftest import CHROMIUM
+from tests.browser import chromium_page
 from tests.factories import UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -21,33 +20,8 @@ LIVE_TIMEOUT_MS = 15_000
 
 @pytest.fixture
 def page(monkeypatch):
-    # Playwright's sync API leaves its event loop marked as running in this thread, so Django
-    # takes the test for async code; the test's queries never run concurrently with that loop.
-    # The extra connection Django then opens is closed here, or the test database cannot be
-    # dropped.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    playwright = sync_playwright().start()
-    browser = playwright.chromium.launch(
-        executable_path=CHROMIUM,
-        headless=True,
-        args=[
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ],
-    )
-    try:
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.errors = []
-        page.on("pageerror", lambda error: page.errors.append(str(error)))
+    with chromium_page(monkeypatch) as page:
         yield page
-        assert page.errors == []
-    finally:
-        browser.close()
-        connection.close()
-        playwright.stop()
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """The Agent admin: the list coordinators run the pool from, and the approve, suspend and set
 offline actions, each through the services, heard by the agent's open tabs and recorded."""
 
-import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -19,6 +18,7 @@ from agents.models import Agent, AgentConnection, AgentLanguage, Skill
 from dispatch.asgi import application
 from dispatch.models import Offer
 from dispatch.services import ticket_assign_to, ticket_offer_to
+from tests.admin_pages import changelist_rows, messages_of, post_action
 from tests.factories import AgentFactory, TicketFactory, UserFactory
 from tickets.models import Ticket
 
@@ -43,29 +43,12 @@ def coordinator_client(client, coordinator):
 
 
 def act(client, action: str, agents: list[Agent]):
-    """POST the changelist's action form as the admin's own page does."""
-    return client.post(
-        AGENTS,
-        {"action": action, "_selected_action": [str(agent.pk) for agent in agents]},
-        follow=True,
-    )
-
-
-def messages_of(response) -> list[str]:
-    return [str(message) for message in response.context["messages"]]
+    return post_action(client, AGENTS, action, agents)
 
 
 def rows(response) -> dict[str, dict[str, str]]:
     """The changelist's rows: display name → {column: text}."""
-    table = {}
-    for row in re.findall(r"<tr>(.*?)</tr>", response.content.decode(), re.S):
-        cells = {
-            column: re.sub(r"<[^>]+>", "", text).strip()
-            for column, text in re.findall(r'class="field-(\w+)[^"]*">(.*?)</t[dh]>', row, re.S)
-        }
-        if "display_name" in cells:
-            table[cells["display_name"]] = cells
-    return table
+    return changelist_rows(response, "display_name")
 
 
 def shown(response) -> list[str]:

@@ -9,12 +9,11 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from django.db import connection
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from agents.models import Agent
 from dispatch.models import DispatchPolicy, Offer
-from tests.conftest import CHROMIUM
+from tests.browser import chromium_page
 from tests.live import ROOT, wait_for
 from tickets.models import Ticket, TicketEvent
 
@@ -51,36 +50,11 @@ OscillatorNode.prototype.start = function (...args) {
 
 @pytest.fixture
 def page(monkeypatch):
-    # Between its calls, Playwright's sync API leaves its event loop marked as running in this
-    # thread, so Django takes the test for async code: it refuses the ORM (the test's queries
-    # never run concurrently with that loop, so they are safe) and gives the test a database
-    # connection apart from the thread's usual one, which must be closed here, or PostgreSQL
-    # refuses to drop the test database at the end.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    playwright = sync_playwright().start()
-    browser = playwright.chromium.launch(
-        executable_path=CHROMIUM,
-        headless=True,
-        args=[
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--autoplay-policy=no-user-gesture-required",
-        ],
-    )
-    try:
-        page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-        page.errors = []
-        page.on("pageerror", lambda error: page.errors.append(str(error)))
+    with chromium_page(
+        monkeypatch, "--autoplay-policy=no-user-gesture-required", accept_downloads=True
+    ) as page:
         page.on("dialog", lambda dialog: (page.errors.append(dialog.message), dialog.dismiss()))
         yield page
-        assert page.errors == []
-    finally:
-        browser.close()
-        connection.close()
-        playwright.stop()
 
 
 def screenshot(page, name: str) -> None:

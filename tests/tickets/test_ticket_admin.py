@@ -1,7 +1,6 @@
 """The Ticket admin: the columns and filters coordinators work from, and the requeue and cancel
 actions, each through the same services as the API and recorded in the audit trail."""
 
-import re
 from datetime import timedelta
 
 import pytest
@@ -10,6 +9,7 @@ from django.utils import timezone
 
 from dispatch.models import DispatchPolicy, Offer
 from dispatch.services import offer_accept, ticket_assign_to, ticket_offer_to, ticket_route
+from tests.admin_pages import changelist_rows, messages_of, post_action
 from tests.factories import AgentFactory, TicketFactory
 from tickets.admin import sla_state
 from tickets.models import Ticket
@@ -40,26 +40,12 @@ def events(ticket: Ticket) -> list[tuple]:
 
 
 def act(client, action: str, tickets: list[Ticket], **form):
-    """POST the changelist's action form as the admin's own page does."""
-    data = {"action": action, "_selected_action": [str(t.pk) for t in tickets], "agent": ""}
-    return client.post(TICKETS, {**data, **form}, follow=True)
-
-
-def messages_of(response) -> list[str]:
-    return [str(message) for message in response.context["messages"]]
+    return post_action(client, TICKETS, action, tickets, **{"agent": "", **form})
 
 
 def rows(response) -> dict[str, dict[str, str]]:
     """The changelist's rows: external id → {column: text}."""
-    table = {}
-    for row in re.findall(r"<tr>(.*?)</tr>", response.content.decode(), re.S):
-        cells = {
-            column: re.sub(r"<[^>]+>", "", text).strip()
-            for column, text in re.findall(r'class="field-(\w+)[^"]*">(.*?)</t[dh]>', row, re.S)
-        }
-        if "external_id" in cells:
-            table[cells["external_id"]] = cells
-    return table
+    return changelist_rows(response, "external_id")
 
 
 def shown(response) -> list[str]:
