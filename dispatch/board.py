@@ -303,15 +303,3 @@ def board_figures(*, now: datetime, policy: DispatchPolicy) -> BoardFigures:
 def board_history(*, now: datetime, hours: int) -> list[BoardSample]:
     """The samples of the last `hours` hours, oldest first."""
     return list(BoardSample.objects.filter(taken_at__range=(now - timedelta(hours=hours), now)))
-
-
-def board_sample_take(*, now: datetime, policy: DispatchPolicy) -> BoardSample:
-    """Record the queue depth and the agents online at `now`, and delete samples past
-    SAMPLE_RETENTION."""
-    sample = BoardSample.objects.create(
-        taken_at=now,
-        queue_depth=Ticket.objects.filter(status__in=WAITING_STATUSES).count(),
-        agents_online=agents_online_count(now=now, policy=policy),
-    )
-    BoardSample.objects.filter(taken_at__lt=now - SAMPLE_RETENTION).delete()
-    return sample

@@ -28,10 +28,10 @@ from tickets.models import Ticket
 from tickets.selectors import tickets_in_dispatch_order
 from tickets.webhooks import webhook_enqueue
 
-from . import scoring
+from . import board, scoring
 from .celery import enqueue_on_commit
 from .events import hello_frame, offer_created_frame, offer_revoked_frame, ticket_assigned_frame
-from .models import DispatchPolicy, Offer
+from .models import BoardSample, DispatchPolicy, Offer
 from .selectors import (
     agent_assigned_tickets,
     agent_load,
@@ -721,3 +721,15 @@ def agent_offers(*, agent: Agent) -> list[Offer]:
 
 def agent_tickets(*, agent: Agent) -> list[Ticket]:
     return agent_assigned_tickets(agent=agent)
+
+
+def board_sample_take(*, now: datetime, policy: DispatchPolicy) -> BoardSample:
+    """Record the queue depth and the agents online at `now` for the board's charts, and
+    delete samples past the board's SAMPLE_RETENTION."""
+    sample = BoardSample.objects.create(
+        taken_at=now,
+        queue_depth=Ticket.objects.filter(status__in=board.WAITING_STATUSES).count(),
+        agents_online=board.agents_online_count(now=now, policy=policy),
+    )
+    BoardSample.objects.filter(taken_at__lt=now - board.SAMPLE_RETENTION).delete()
+    return sample

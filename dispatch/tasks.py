@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
-from . import board, presence, services
+from . import presence, services
 from .models import DispatchPolicy
 
 # The routing tasks' delivery guarantees, stated here rather than only inherited from the
@@ -70,4 +70,4 @@ def ping(reply_key: str) -> None:
 @shared_task(name="dispatch.board_sample")
 def board_sample() -> None:
     """Record the queue depth and the agents online for the live board's history charts."""
-    board.board_sample_take(now=timezone.now(), policy=DispatchPolicy.load())
+    services.board_sample_take(now=timezone.now(), policy=DispatchPolicy.load())

@@ -15,11 +15,11 @@ from dispatch.board import (
     QueueRow,
     board_figures,
     board_history,
-    board_sample_take,
     percentile,
 )
 from dispatch.celery import app as celery_app
 from dispatch.models import BoardSample, DispatchPolicy, Offer
+from dispatch.services import board_sample_take
 from tests.factories import UserFactory
 from tickets.models import Ticket
 
