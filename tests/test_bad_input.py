@@ -677,10 +677,19 @@ def test_the_web_server_closes_a_socket_that_sends_a_multi_megabyte_frame(live_p
         socket.send(json.dumps({"type": "heartbeat", "pad": "x" * 60_000}))
         assert json.loads(socket.recv(timeout=10)) == {"type": "heartbeat.ack"}
 
-        # when
-        socket.send(json.dumps({"type": "heartbeat", "pad": "x" * (3 * MIB)}))
-
-        # then
+        # when the server closes while the frame is still being written, send
+        # itself sees the close; otherwise the next recv does
         with pytest.raises(ConnectionClosedError) as closed:
+            socket.send(json.dumps({"type": "heartbeat", "pad": "x" * (3 * MIB)}))
             socket.recv(timeout=10)
-    assert closed.value.rcvd.code == 1009
+
+    # then the socket is closed; its 1009 close frame may itself be lost to the
+    # TCP reset that discards the unread rest of the frame
+    assert closed.value.rcvd is None or closed.value.rcvd.code == 1009
+    # and the server goes on serving other sockets
+    with connect(
+        f"{live_platform.ws_url}/ws/agent/",
+        additional_headers={"Authorization": f"Token {token}"},
+        open_timeout=10,
+    ) as again:
+        assert json.loads(again.recv(timeout=10))["type"] == "hello"
