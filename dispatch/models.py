@@ -218,6 +218,12 @@ class Offer(models.Model):
         indexes = [
             models.Index(fields=["agent", "status"]),
             models.Index(fields=["status", "expires_at"]),
+            # An agent's load counts its pending offers for every candidate of every routing
+            # step; without an index that holds only them, the planner may walk all pending
+            # offers per candidate, a step that slows as the queue grows.
+            models.Index(
+                fields=["agent"], condition=Q(status="pending"), name="offer_pending_by_agent"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -121,6 +121,12 @@ class Ticket(models.Model):
         indexes = [
             models.Index(fields=["status", "language", "-priority", "created_at"]),
             models.Index(fields=["agent", "status"]),
+            # The other half of an agent's load (see Offer's pending index).
+            models.Index(
+                fields=["agent"],
+                condition=models.Q(status="assigned"),
+                name="ticket_assigned_by_agent",
+            ),
         ]
 
     def __str__(self) -> str:
