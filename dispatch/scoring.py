@@ -13,7 +13,8 @@ An agent's score for a ticket is the weighted sum of five parts, each normalised
 - cost: 1 - pay rate / the highest pay rate among active agents; 1 when no one is paid.
 """
 
-from collections.abc import Sequence
+import heapq
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 CSAT_LOWEST, CSAT_HIGHEST = 1, 5
@@ -125,6 +126,10 @@ def longest_idle(candidates: Sequence[CandidateInputs]) -> float:
     return max((c.idle_seconds for c in candidates if c.idle_seconds is not None), default=0.0)
 
 
+def _weighted_total(weighted: Iterable[float]) -> float:
+    return round(sum(weighted), PRECISION)
+
+
 def score(
     candidate: CandidateInputs, *, weights: Weights, pool: Pool, longest_idle_seconds: float
 ) -> Score:
@@ -132,17 +137,27 @@ def score(
     normalised = normalised_parts(candidate, pool=pool, longest_idle_seconds=longest_idle_seconds)
     weighted = {part: getattr(weights, part) * normalised[part] for part in PARTS}
     return Score(
-        total=round(sum(weighted.values()), PRECISION),
+        total=_weighted_total(weighted.values()),
         parts={part: round(value, PRECISION) for part, value in weighted.items()},
     )
 
 
-def score_all(
-    candidates: Sequence[CandidateInputs], *, weights: Weights, pool: Pool
-) -> list[Score]:
-    """Every candidate's score, idle time measured against the longest idle among them."""
+def best(
+    candidates: Sequence[CandidateInputs], *, weights: Weights, pool: Pool, limit: int
+) -> list[tuple[int, Score]]:
+    """The `limit` best candidates as (their index, their score), best first; equal totals
+    keep the candidates' order. Idle time is measured against the longest idle among all.
+
+    Every candidate's total is computed the way score() computes it, but the rounded parts
+    only for those returned: routing takes the first few of a thousand.
+    """
     longest = longest_idle(candidates)
+    totals = []
+    for candidate in candidates:
+        normalised = normalised_parts(candidate, pool=pool, longest_idle_seconds=longest)
+        totals.append(_weighted_total(getattr(weights, part) * normalised[part] for part in PARTS))
+    chosen = heapq.nsmallest(limit, range(len(candidates)), key=lambda i: (-totals[i], i))
     return [
-        score(candidate, weights=weights, pool=pool, longest_idle_seconds=longest)
-        for candidate in candidates
+        (i, score(candidates[i], weights=weights, pool=pool, longest_idle_seconds=longest))
+        for i in chosen
     ]

@@ -195,12 +195,11 @@ class Candidate:
     score: scoring.Score
 
 
-def agents_ranked_for(*, ticket: Ticket, now: datetime, policy: DispatchPolicy) -> list[Candidate]:
-    """The eligible agents with their scores for this ticket, best first.
-
-    Equal scores keep the eligibility order: the longest idle first (never busy before all),
-    then the earliest to join.
-    """
+def _candidates_for(
+    *, ticket: Ticket, now: datetime, policy: DispatchPolicy
+) -> tuple[list[uuid.UUID], list[scoring.CandidateInputs]]:
+    """The eligible agents' ids and scoring inputs, in eligibility order: the longest idle
+    first (never busy before all), then the earliest to join."""
     # all(), not values_list(): a ticket read with its skills prefetched costs no query here.
     skill_ids = [skill.pk for skill in ticket.skills.all()]
     rated = (
@@ -211,7 +210,7 @@ def agents_ranked_for(*, ticket: Ticket, now: datetime, policy: DispatchPolicy) 
     )
     # Plain rows, not model instances: with a thousand eligible agents, building the instances
     # cost more than the query itself.
-    agents = list(
+    rows = (
         agents_eligible_for(ticket=ticket, skill_ids=skill_ids, now=now, policy=policy)
         .annotate(
             ratings_count=_count(rated),
@@ -243,28 +242,57 @@ def agents_ranked_for(*, ticket: Ticket, now: datetime, policy: DispatchPolicy) 
             named=True,
         )
     )
-    if not agents:
-        return []
-    inputs = [
-        scoring.CandidateInputs(
-            ratings_count=agent.ratings_count,
-            ratings_sum=agent.ratings_sum,
-            proficiency=agent.proficiency if skill_ids else None,
-            idle_seconds=(
-                (now - agent.idle_since).total_seconds() if agent.idle_since is not None else None
-            ),
-            load=agent.load,
-            capacity=agent.capacity,
-            pay_rate=float(agent.pay_rate),
+    agent_ids, inputs = [], []
+    for agent in rows:
+        agent_ids.append(agent.pk)
+        inputs.append(
+            scoring.CandidateInputs(
+                ratings_count=agent.ratings_count,
+                ratings_sum=agent.ratings_sum,
+                proficiency=agent.proficiency if skill_ids else None,
+                idle_seconds=(
+                    (now - agent.idle_since).total_seconds()
+                    if agent.idle_since is not None
+                    else None
+                ),
+                load=agent.load,
+                capacity=agent.capacity,
+                pay_rate=float(agent.pay_rate),
+            )
         )
-        for agent in agents
-    ]
-    scores = scoring.score_all(
-        inputs, weights=policy_weights(policy), pool=routing_pool(now=now, policy=policy)
+    return agent_ids, inputs
+
+
+def agents_ranked_for(
+    *, ticket: Ticket, now: datetime, policy: DispatchPolicy, limit: int
+) -> list[Candidate]:
+    """The `limit` best-scoring eligible agents for this ticket with their scores, best
+    first; equal scores keep the eligibility order."""
+    agent_ids, inputs = _candidates_for(ticket=ticket, now=now, policy=policy)
+    if not inputs:
+        return []
+    chosen = scoring.best(
+        inputs,
+        weights=policy_weights(policy),
+        pool=routing_pool(now=now, policy=policy),
+        limit=limit,
     )
-    ranked = [Candidate(agent.pk, score) for agent, score in zip(agents, scores, strict=True)]
-    # sorted() is stable: ties stay in the eligibility order.
-    return sorted(ranked, key=lambda candidate: -candidate.score.total)
+    return [Candidate(agent_ids[i], score) for i, score in chosen]
+
+
+def agent_score_for(
+    *, ticket: Ticket, agent_id: uuid.UUID, now: datetime, policy: DispatchPolicy
+) -> scoring.Score | None:
+    """This agent's score among the ticket's eligible agents; None when not one of them."""
+    agent_ids, inputs = _candidates_for(ticket=ticket, now=now, policy=policy)
+    if agent_id not in agent_ids:
+        return None
+    return scoring.score(
+        inputs[agent_ids.index(agent_id)],
+        weights=policy_weights(policy),
+        pool=routing_pool(now=now, policy=policy),
+        longest_idle_seconds=scoring.longest_idle(inputs),
+    )
 
 
 @dataclass(frozen=True)

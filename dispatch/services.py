@@ -37,6 +37,7 @@ from .selectors import (
     agent_load,
     agent_pending_offers,
     agent_room,
+    agent_score_for,
     agents_ranked_for,
     agents_routable,
     sla_target_seconds,
@@ -221,8 +222,8 @@ def ticket_route(*, ticket_id: uuid.UUID) -> Offer | None:
     policy = DispatchPolicy.load()
     now = timezone.now()
     _ticket_flag_sla_breach(ticket=ticket, policy=policy, now=now)
-    candidates = agents_ranked_for(ticket=ticket, now=now, policy=policy)
-    for candidate in candidates[:CANDIDATES_PER_STEP]:
+    candidates = agents_ranked_for(ticket=ticket, now=now, policy=policy, limit=CANDIDATES_PER_STEP)
+    for candidate in candidates:
         agent = _lock_agent_with_room(agent_id=candidate.agent_id, policy=policy)
         if agent is not None:
             return _offer_create(ticket=ticket, agent=agent, policy=policy, score=candidate.score)
@@ -254,15 +255,11 @@ def agent_drain(*, agent_id: uuid.UUID) -> list[Offer]:
         ticket = lock_ticket(waiting_ticket.pk, skip_locked=True)
         if ticket is None or ticket.status != Ticket.Status.QUEUED:
             continue
-        own = [
-            c
-            for c in agents_ranked_for(ticket=ticket, now=now, policy=policy)
-            if c.agent_id == agent.pk
-        ]
-        if not own:
+        score = agent_score_for(ticket=ticket, agent_id=agent.pk, now=now, policy=policy)
+        if score is None:
             # The ticket stopped being one this agent may take since the list was read.
             continue
-        offers.append(_offer_create(ticket=ticket, agent=agent, policy=policy, score=own[0].score))
+        offers.append(_offer_create(ticket=ticket, agent=agent, policy=policy, score=score))
         if len(offers) == room:
             break
     return offers
