@@ -10,6 +10,7 @@ from django.db.models import (
     FloatField,
     IntegerField,
     Max,
+    Min,
     OuterRef,
     Q,
     QuerySet,
@@ -195,13 +196,20 @@ class Candidate:
     score: scoring.Score
 
 
+def _skill_ids(ticket: Ticket) -> list[int]:
+    # all(), not values_list(): a ticket read with its skills prefetched costs no query here.
+    return [skill.pk for skill in ticket.skills.all()]
+
+
 def _candidates_for(
-    *, ticket: Ticket, now: datetime, policy: DispatchPolicy
+    *, ticket: Ticket, now: datetime, policy: DispatchPolicy, agent_id: uuid.UUID | None = None
 ) -> tuple[list[uuid.UUID], list[scoring.CandidateInputs]]:
     """The eligible agents' ids and scoring inputs, in eligibility order: the longest idle
-    first (never busy before all), then the earliest to join."""
-    # all(), not values_list(): a ticket read with its skills prefetched costs no query here.
-    skill_ids = [skill.pk for skill in ticket.skills.all()]
+    first (never busy before all), then the earliest to join; only `agent_id` if given."""
+    skill_ids = _skill_ids(ticket)
+    eligible = agents_eligible_for(ticket=ticket, skill_ids=skill_ids, now=now, policy=policy)
+    if agent_id is not None:
+        eligible = eligible.filter(pk=agent_id)
     rated = (
         _quality_window(now=now, policy=policy)
         .filter(agent=OuterRef("pk"))
@@ -210,37 +218,33 @@ def _candidates_for(
     )
     # Plain rows, not model instances: with a thousand eligible agents, building the instances
     # cost more than the query itself.
-    rows = (
-        agents_eligible_for(ticket=ticket, skill_ids=skill_ids, now=now, policy=policy)
-        .annotate(
-            ratings_count=_count(rated),
-            ratings_sum=Coalesce(
-                Subquery(
-                    rated.annotate(total=Sum("csat_score")).values("total"),
-                    output_field=IntegerField(),
-                ),
-                0,
+    rows = eligible.annotate(
+        ratings_count=_count(rated),
+        ratings_sum=Coalesce(
+            Subquery(
+                rated.annotate(total=Sum("csat_score")).values("total"),
+                output_field=IntegerField(),
             ),
-            proficiency=Subquery(
-                AgentSkill.objects.filter(agent=OuterRef("pk"), skill_id__in=skill_ids)
-                .order_by()
-                .values("agent")
-                .annotate(mean=Avg("proficiency"))
-                .values("mean"),
-                output_field=FloatField(),
-            ),
-        )
-        .values_list(
-            "pk",
-            "capacity",
-            "pay_rate",
-            "idle_since",
-            "load",
-            "ratings_count",
-            "ratings_sum",
-            "proficiency",
-            named=True,
-        )
+            0,
+        ),
+        proficiency=Subquery(
+            AgentSkill.objects.filter(agent=OuterRef("pk"), skill_id__in=skill_ids)
+            .order_by()
+            .values("agent")
+            .annotate(mean=Avg("proficiency"))
+            .values("mean"),
+            output_field=FloatField(),
+        ),
+    ).values_list(
+        "pk",
+        "capacity",
+        "pay_rate",
+        "idle_since",
+        "load",
+        "ratings_count",
+        "ratings_sum",
+        "proficiency",
+        named=True,
     )
     agent_ids, inputs = [], []
     for agent in rows:
@@ -283,15 +287,23 @@ def agents_ranked_for(
 def agent_score_for(
     *, ticket: Ticket, agent_id: uuid.UUID, now: datetime, policy: DispatchPolicy
 ) -> scoring.Score | None:
-    """This agent's score among the ticket's eligible agents; None when not one of them."""
-    agent_ids, inputs = _candidates_for(ticket=ticket, now=now, policy=policy)
-    if agent_id not in agent_ids:
+    """This agent's score among the ticket's eligible agents; None when not one of them.
+
+    The others count only through the longest idle time among them, read as one aggregate,
+    not as a row each.
+    """
+    _, inputs = _candidates_for(ticket=ticket, now=now, policy=policy, agent_id=agent_id)
+    if not inputs:
         return None
+    # The longest idle among those who had work is since the earliest idle_since.
+    earliest = agents_eligible_for(
+        ticket=ticket, skill_ids=_skill_ids(ticket), now=now, policy=policy
+    ).aggregate(earliest=Min("idle_since"))["earliest"]
     return scoring.score(
-        inputs[agent_ids.index(agent_id)],
+        inputs[0],
         weights=policy_weights(policy),
         pool=routing_pool(now=now, policy=policy),
-        longest_idle_seconds=scoring.longest_idle(inputs),
+        longest_idle_seconds=(now - earliest).total_seconds() if earliest is not None else 0.0,
     )
 
 

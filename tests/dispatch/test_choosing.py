@@ -245,6 +245,35 @@ def test_coordinators_weights_change_the_choice(agent_factory, ticket_factory):
     assert offer.score_parts["idle"] == 0.85
 
 
+def test_a_drained_offer_scores_the_agent_among_every_eligible_agent(agent_factory, ticket_factory):
+    # given: idle weighs nearly everything (nobody has a rating: quality is the same for all);
+    # the drained agent has been idle 5 minutes, another eligible agent 20, and a third, who
+    # does not speak the ticket's language, 40
+    set_policy(
+        weight_quality=0.1,
+        weight_proficiency=0.0,
+        weight_idle=0.9,
+        weight_load=0.0,
+        weight_cost=0.0,
+    )
+    drained = agent_factory(online=True)
+    other = agent_factory(online=True)
+    agent_factory(online=True, languages=["sv"])
+    ticket = ticket_factory()
+    now = timezone.now()
+    for agent, minutes in ((drained, 5), (other, 20)):
+        Agent.objects.filter(pk=agent.pk).update(idle_since=now - timedelta(minutes=minutes))
+    Agent.objects.filter(languages__code="sv").update(idle_since=now - timedelta(minutes=40))
+
+    # when
+    (offer,) = agent_drain(agent_id=drained.pk)
+
+    # then: 5 of the 20 minutes of the longest idle eligible agent, and half the quality scale
+    assert offer.ticket == ticket
+    assert offer.score_parts["idle"] == pytest.approx(0.9 * 5 / 20, abs=1e-5)
+    assert offer.score == pytest.approx(0.1 * 0.5 + 0.9 * 5 / 20, abs=1e-5)
+
+
 # -- relaxation --------------------------------------------------------------------------------
 
 
