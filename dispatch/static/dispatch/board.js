@@ -3,7 +3,8 @@
 // The live board's connection to /ws/board/. Every frame (a ticket transition, an agent's
 // status or presence change) fires `board-changed`, on which htmx fetches the figures again;
 // the trigger's delay gathers a burst of frames into one request. Frames are only a nudge:
-// after a reconnect the figures are fetched again, since frames sent meanwhile are lost.
+// the figures are fetched again whenever the socket opens, the first time too, since frames
+// sent before it opened (after the page was rendered, or while reconnecting) are lost.
 
 (() => {
   // The server drops a socket from the board's group unless it heartbeats within minutes.
