@@ -17,7 +17,7 @@ from dispatch.selectors import sla_target_seconds
 
 from .exceptions import Conflict
 from .models import BotIntegration, Message, Ticket, TicketEvent, WebhookAttempt, WebhookDelivery
-from .services import bot_integration_rotate_key, ticket_cancel
+from .services import bot_integration_revoke, bot_integration_rotate_key, ticket_cancel
 from .validators import validate_callback_url
 from .webhooks import webhook_retry_now
 
@@ -53,9 +53,15 @@ class BotIntegrationAdmin(admin.ModelAdmin):
             )
         super().save_model(request, obj, form, change)
 
-    @admin.action(description="Revoke the API key of the selected integrations")
+    @admin.action(
+        description="Revoke the API key of the selected integrations", permissions=["change"]
+    )
     def revoke(self, request, queryset) -> None:
-        revoked = queryset.filter(is_active=True).update(is_active=False, revoked_at=timezone.now())
+        revoked = 0
+        for integration in queryset.order_by("name", "pk"):
+            if bot_integration_revoke(integration_id=integration.pk):
+                self.log_change(request, integration, "Revoked the API key.")
+                revoked += 1
         self.message_user(request, f"Revoked {revoked} API key(s).")
 
     @admin.action(

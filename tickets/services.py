@@ -218,6 +218,19 @@ def bot_integration_create(
     return integration, key
 
 
+@transaction.atomic
+def bot_integration_revoke(*, integration_id: uuid.UUID) -> bool:
+    """Revoke an integration's API key, refused from the moment this commits; False when it
+    was revoked already."""
+    integration = BotIntegration.objects.select_for_update().get(pk=integration_id)
+    if not integration.is_active:
+        return False
+    integration.is_active = False
+    integration.revoked_at = timezone.now()
+    integration.save(update_fields=["is_active", "revoked_at"])
+    return True
+
+
 class BotIntegrationRevoked(Conflict):
     def __init__(self, integration: BotIntegration) -> None:
         super().__init__(f"{integration} is revoked: its key cannot be rotated.")

@@ -6,6 +6,7 @@ import re
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
 from tickets.models import BotIntegration
@@ -79,12 +80,59 @@ def test_a_revoked_key_is_refused(coordinator_client, bot):
         follow=True,
     )
 
-    # then the bot's requests are refused
+    # then the bot's requests are refused, and the admin's history says who revoked it
     assert [str(m) for m in response.context["messages"]] == ["Revoked 1 API key(s)."]
     bot.refresh_from_db()
     assert bot.is_active is False
     assert bot.revoked_at is not None
     assert escalate_with(bot.api_key).status_code == 401
+    entry = LogEntry.objects.get(object_id=str(bot.pk))
+    assert (entry.user.username, entry.get_change_message()) == ("admin", "Revoked the API key.")
+
+
+def test_revoking_again_changes_nothing(coordinator_client, bot):
+    # given a revoked key
+    coordinator_client.post(
+        "/admin/tickets/botintegration/",
+        {"action": "revoke", "_selected_action": [str(bot.pk)]},
+        follow=True,
+    )
+    bot.refresh_from_db()
+    revoked_at = bot.revoked_at
+
+    # when it is revoked once more
+    response = coordinator_client.post(
+        "/admin/tickets/botintegration/",
+        {"action": "revoke", "_selected_action": [str(bot.pk)]},
+        follow=True,
+    )
+
+    # then
+    assert [str(m) for m in response.context["messages"]] == ["Revoked 0 API key(s)."]
+    bot.refresh_from_db()
+    assert bot.revoked_at == revoked_at
+    assert LogEntry.objects.filter(object_id=str(bot.pk)).count() == 1
+
+
+def test_a_staff_member_who_may_only_view_integrations_cannot_revoke_a_key(client, bot):
+    # given
+    viewer = get_user_model().objects.create_user("viewer", password="pw-viewer-1", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_botintegration"))
+    client.force_login(viewer)
+
+    # when
+    response = client.post(
+        "/admin/tickets/botintegration/",
+        {"action": "revoke", "_selected_action": [str(bot.pk)]},
+        follow=True,
+    )
+
+    # then the admin offers no action on integrations at all, and the key still works
+    assert response.status_code == 200
+    assert response.context["action_form"] is None
+    bot.refresh_from_db()
+    assert (bot.is_active, bot.revoked_at) == (True, None)
+    assert escalate_with(bot.api_key).status_code == 201
 
 
 def test_rotating_a_key_shows_the_new_one_once_and_refuses_the_old_at_once(
