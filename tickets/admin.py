@@ -97,6 +97,9 @@ class TicketEventInline(admin.TabularInline):
     fields = ["occurred_at", "kind", "from_status", "to_status", "agent", "actor", "detail"]
     readonly_fields = fields
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("agent", "actor")
+
 
 # As long as an agent's own reason for declining or releasing a ticket may be.
 REASON_MAX_LENGTH = 500

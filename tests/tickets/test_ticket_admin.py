@@ -5,6 +5,8 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from dispatch.models import DispatchPolicy, Offer
@@ -303,3 +305,30 @@ def test_someone_who_is_not_staff_is_sent_to_the_log_in(client, coordinator):
     assert (listing.status_code, listing["Location"]) == (302, f"/admin/login/?next={TICKETS}")
     assert (action.status_code, action["Location"]) == (302, f"/admin/login/?next={TICKETS}")
     assert Ticket.objects.get(pk=ticket.pk).status == Ticket.Status.ASSIGNED
+
+
+def test_a_tickets_page_reads_its_audit_trail_in_a_fixed_number_of_queries(
+    coordinator_client, coordinator
+):
+    # given a ticket with an audit trail naming agents and a coordinator
+    ticket = TicketFactory()
+    page = f"{TICKETS}{ticket.pk}/change/"
+
+    def add_events(count: int) -> None:
+        for _ in range(count):
+            ticket.events.create(kind="note", agent=AgentFactory(), actor=coordinator)
+
+    def queries_to_open_the_page() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert coordinator_client.get(page).status_code == 200
+        return len(queries)
+
+    add_events(2)
+    queries_to_open_the_page()  # the first visit also fills per-process caches
+    with_two = queries_to_open_the_page()
+
+    # when the trail grows
+    add_events(6)
+
+    # then the page costs the same
+    assert queries_to_open_the_page() == with_two
