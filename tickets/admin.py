@@ -43,9 +43,7 @@ class BotIntegrationAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change) -> None:
         if not change:
             # The key exists only in this response: the database keeps its hash.
-            key = BotIntegration.new_key()
-            obj.key_prefix = key[:10]
-            obj.key_hash = BotIntegration.hash_key(key)
+            key = obj.set_key()
             self.message_user(
                 request,
                 f"The API key of {obj.name}, shown only this once: {key}",

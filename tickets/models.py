@@ -43,6 +43,14 @@ class BotIntegration(models.Model):
     def new_signing_secret() -> str:
         return secrets.token_urlsafe(32)
 
+    def set_key(self, key: str | None = None) -> str:
+        """Give the integration `key` (a new random one by default), kept only as its prefix
+        and hash; returns the key, which nothing can show again. The caller saves."""
+        key = key or self.new_key()
+        self.key_prefix = key[:10]
+        self.key_hash = self.hash_key(key)
+        return key
+
 
 class Ticket(models.Model):
     """One escalated conversation, from the bot's hand-over to its resolution."""

@@ -208,13 +208,11 @@ def bot_integration_create(
     *, name: str, signing_secret: str | None = None, key: str | None = None
 ) -> tuple[BotIntegration, str]:
     """Create a bot integration; returns it and its API key, which is stored only hashed."""
-    key = key or BotIntegration.new_key()
-    integration = BotIntegration.objects.create(
-        name=name,
-        key_prefix=key[:10],
-        key_hash=BotIntegration.hash_key(key),
-        signing_secret=signing_secret or BotIntegration.new_signing_secret(),
+    integration = BotIntegration(
+        name=name, signing_secret=signing_secret or BotIntegration.new_signing_secret()
     )
+    key = integration.set_key(key)
+    integration.save()
     return integration, key
 
 
@@ -243,8 +241,6 @@ def bot_integration_rotate_key(*, integration_id: uuid.UUID) -> tuple[BotIntegra
     integration = BotIntegration.objects.select_for_update().get(pk=integration_id)
     if not integration.is_active:
         raise BotIntegrationRevoked(integration)
-    key = BotIntegration.new_key()
-    integration.key_prefix = key[:10]
-    integration.key_hash = BotIntegration.hash_key(key)
+    key = integration.set_key()
     integration.save(update_fields=["key_prefix", "key_hash"])
     return integration, key
