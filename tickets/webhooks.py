@@ -39,7 +39,13 @@ from dispatch.celery import enqueue_on_commit
 
 from .events import message_view, ticket_view
 from .models import Message, Ticket, WebhookAttempt, WebhookDelivery
-from .validators import RefusedAddress, check_addresses, check_host_name, resolve_host
+from .validators import (
+    RefusedAddress,
+    check_addresses,
+    check_host_name,
+    resolve_host,
+    url_port,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +157,7 @@ def pinned_target(url: str) -> tuple[str, dict[str, str], dict[str, str]]:
     host = parsed.raw_host.decode("ascii")
     check_host_name(host)
     try:
-        addresses = resolve_host(host, parsed.port or (443 if parsed.scheme == "https" else 80))
+        addresses = resolve_host(host, url_port(parsed))
     except (socket.gaierror, UnicodeError) as exc:
         raise httpx.ConnectError(f"{host} does not resolve: {exc}") from exc
     check_addresses(host, addresses)
