@@ -225,21 +225,17 @@ class TicketAdmin(admin.ModelAdmin):
         if agent is None:
             self.message_user(request, "Choose the agent first.", messages.ERROR)
             return
-        done = []
-        for ticket in queryset.order_by("created_at"):
-            try:
-                service(
-                    ticket_id=ticket.pk,
-                    agent_id=agent.pk,
-                    by=request.user,
-                    allow_over_capacity=form.cleaned_data["allow_over_capacity"],
-                )
-            except Conflict as refusal:
-                self.message_user(request, f"{ticket.external_id}: {refusal}", messages.ERROR)
-            else:
-                done.append(ticket.external_id)
-        if done:
-            self.message_user(request, f"{done_verb} to {agent}: {', '.join(done)}.")
+        self._each_ticket(
+            request,
+            queryset,
+            lambda ticket: service(
+                ticket_id=ticket.pk,
+                agent_id=agent.pk,
+                by=request.user,
+                allow_over_capacity=form.cleaned_data["allow_over_capacity"],
+            ),
+            f"{done_verb} to {agent}",
+        )
 
     @admin.action(
         description="Requeue: take back from the agent and route again", permissions=["change"]
