@@ -42,9 +42,8 @@ from tickets.locks import lock_ticket
 from tickets.models import Ticket
 from tickets.webhooks import webhook_enqueue
 
-from .events import offer_revoked_frame
 from .models import DispatchPolicy, Offer
-from .services import agent_request_drain, lock_offer, ticket_request_routing
+from .services import agent_request_drain, lock_offer, offer_revoke, ticket_request_routing
 
 logger = logging.getLogger(__name__)
 
@@ -194,10 +193,7 @@ def connections_sweep_stale(*, now: datetime, policy: DispatchPolicy) -> int:
 def _offer_revoke_offline(
     *, ticket: Ticket, offer: Offer, agent: Agent, by: AbstractBaseUser | None = None
 ) -> None:
-    offer.status = Offer.Status.REVOKED
-    offer.revoke_reason = Offer.RevokeReason.OFFLINE
-    offer.responded_at = timezone.now()
-    offer.save(update_fields=["status", "revoke_reason", "responded_at"])
+    offer_revoke(offer=offer, reason=Offer.RevokeReason.OFFLINE)
     ticket_transition(
         ticket=ticket,
         to_status=Ticket.Status.QUEUED,
@@ -206,7 +202,6 @@ def _offer_revoke_offline(
         actor=by,
         detail={"reason": Offer.RevokeReason.OFFLINE},
     )
-    push_to_agent_on_commit(agent.pk, offer_revoked_frame(offer, Offer.RevokeReason.OFFLINE))
     ticket_request_routing(ticket=ticket)
 
 

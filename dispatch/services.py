@@ -103,6 +103,16 @@ def lock_offer(offer_id: uuid.UUID) -> Offer:
     return Offer.objects.select_for_update(no_key=True).get(pk=offer_id)
 
 
+def offer_revoke(*, offer: Offer, reason: str) -> None:
+    """Revoke a locked pending offer for `reason`; its agent hears `offer.revoked` after
+    commit. What becomes of the ticket is the caller's."""
+    offer.status = Offer.Status.REVOKED
+    offer.revoke_reason = reason
+    offer.responded_at = timezone.now()
+    offer.save(update_fields=["status", "revoke_reason", "responded_at"])
+    push_to_agent_on_commit(offer.agent_id, offer_revoked_frame(offer, reason))
+
+
 def ticket_request_routing(*, ticket: Ticket) -> None:
     """Ask a worker to route this ticket once the current transaction commits."""
     enqueue_on_commit(ROUTE_TASK, str(ticket.pk))
@@ -425,13 +435,7 @@ def ticket_withdraw(*, ticket: Ticket, actor: AbstractBaseUser | None = None) ->
     """Take a locked ticket away from whoever has it, because it is being cancelled."""
     pending = Offer.objects.filter(ticket=ticket, status=Offer.Status.PENDING).first()
     if pending is not None:
-        pending.status = Offer.Status.REVOKED
-        pending.revoke_reason = Offer.RevokeReason.CANCELLED
-        pending.responded_at = timezone.now()
-        pending.save(update_fields=["status", "revoke_reason", "responded_at"])
-        push_to_agent_on_commit(
-            pending.agent_id, offer_revoked_frame(pending, Offer.RevokeReason.CANCELLED)
-        )
+        offer_revoke(offer=pending, reason=Offer.RevokeReason.CANCELLED)
         agent_request_drain(agent=pending.agent)
     if ticket.agent_id is not None and ticket.status == Ticket.Status.ASSIGNED:
         push_to_agent_on_commit(ticket.agent_id, ticket_cancelled_frame(ticket))
@@ -449,10 +453,7 @@ def _ticket_take_back(*, ticket: Ticket, by: AbstractBaseUser, note: str = "") -
                 ticket=ticket, status=Offer.Status.PENDING
             )
         )
-        pending.status = Offer.Status.REVOKED
-        pending.revoke_reason = REASSIGNED
-        pending.responded_at = now
-        pending.save(update_fields=["status", "revoke_reason", "responded_at"])
+        offer_revoke(offer=pending, reason=REASSIGNED)
         ticket_transition(
             ticket=ticket,
             to_status=Ticket.Status.QUEUED,
@@ -461,7 +462,6 @@ def _ticket_take_back(*, ticket: Ticket, by: AbstractBaseUser, note: str = "") -
             actor=by,
             detail=detail,
         )
-        push_to_agent_on_commit(pending.agent_id, offer_revoked_frame(pending, REASSIGNED))
         agent_request_drain(agent=pending.agent)
     elif ticket.status == Ticket.Status.ASSIGNED:
         previous = ticket.agent
