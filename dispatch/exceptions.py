@@ -3,6 +3,9 @@ import logging
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
 from django.db import InterfaceError, OperationalError
+from django.http import HttpResponse
+from django.template import loader
+from django.utils.deprecation import MiddlewareMixin
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import exceptions, serializers
 from rest_framework.views import exception_handler
@@ -101,3 +104,20 @@ def error_responses(*status_codes: int) -> dict[int, OpenApiResponse]:
         )
         for code in status_codes
     }
+
+
+class DatabaseUnavailableMiddleware(MiddlewareMixin):
+    """A page whose view the database failed under answers as the API does: a 503 with the
+    same message and Retry-After, not a 500, and the error goes to the log for the operators.
+    Its template reads nothing from the database, which is what failed."""
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, OperationalError | InterfaceError):
+            return None
+        logger.error("Answered 503, the database failed: %s", exception)
+        response = HttpResponse(
+            loader.render_to_string("503.html", {"detail": DatabaseUnavailable.default_detail}),
+            status=503,
+        )
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return response

@@ -8,6 +8,7 @@ in order, and an API that answers.
 The sweeps run every SWEEP_INTERVAL_SECONDS (1 s here) and the presence windows are set to a
 few seconds per test, so what takes minutes in production is seen in seconds."""
 
+import re
 import socket
 import struct
 import time
@@ -283,6 +284,10 @@ def test_postgresql_unreachable_answers_503_and_leaves_nothing_half_written(
         headers={"Authorization": f"Bearer {bot.api_key}"},
         timeout=30,
     )
+    portal = httpx.Client(base_url=proxied_platform.url, timeout=30)
+    csrf_token = re.search(
+        r'name="csrfmiddlewaretoken" value="([^"]+)"', portal.get("/accounts/login/").text
+    ).group(1)
     holder = lock_row(type(refunds), refunds.pk)
     try:
         with ThreadPoolExecutor(1) as pool:
@@ -294,6 +299,11 @@ def test_postgresql_unreachable_answers_503_and_leaves_nothing_half_written(
             in_doubt = pending.result()
         during = bot_api.post("/api/v1/escalations/", json=escalation | {"external_id": "conv-2"})
         ready = httpx.get(f"{proxied_platform.url}/readyz", timeout=10)
+        # and an agent tries to log in to the portal
+        log_in = portal.post(
+            "/accounts/login/",
+            data={"csrfmiddlewaretoken": csrf_token, "username": "maja", "password": "pw-1"},
+        )
     finally:
         holder.close()
 
@@ -306,6 +316,9 @@ def test_postgresql_unreachable_answers_503_and_leaves_nothing_half_written(
     )
     assert (during.status_code, during.json()) == (503, UNAVAILABLE)
     assert (ready.status_code, ready.json()) == (503, {"database": "down", "redis": "ok"})
+    # and the portal's page says the same, not a server error
+    assert (log_in.status_code, log_in.headers["Retry-After"]) == (503, "5")
+    assert UNAVAILABLE["detail"] in log_in.text
     # and the commit that was under way completes whole, with the whole transcript, while the
     # escalation refused at the door left nothing
     in_doubt_ticket = wait_for(
