@@ -14,7 +14,7 @@ An agent's score for a ticket is the weighted sum of five parts, each normalised
 """
 
 import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 CSAT_LOWEST, CSAT_HIGHEST = 1, 5
@@ -126,18 +126,26 @@ def longest_idle(candidates: Sequence[CandidateInputs]) -> float:
     return max((c.idle_seconds for c in candidates if c.idle_seconds is not None), default=0.0)
 
 
-def _weighted_total(weighted: Iterable[float]) -> float:
-    return round(sum(weighted), PRECISION)
+def _weighted_parts(
+    candidate: CandidateInputs, *, weights: Weights, pool: Pool, longest_idle_seconds: float
+) -> dict[str, float]:
+    normalised = normalised_parts(candidate, pool=pool, longest_idle_seconds=longest_idle_seconds)
+    return {part: getattr(weights, part) * normalised[part] for part in PARTS}
+
+
+def _total(weighted: dict[str, float]) -> float:
+    return round(sum(weighted.values()), PRECISION)
 
 
 def score(
     candidate: CandidateInputs, *, weights: Weights, pool: Pool, longest_idle_seconds: float
 ) -> Score:
     """The candidate's weighted parts and their sum."""
-    normalised = normalised_parts(candidate, pool=pool, longest_idle_seconds=longest_idle_seconds)
-    weighted = {part: getattr(weights, part) * normalised[part] for part in PARTS}
+    weighted = _weighted_parts(
+        candidate, weights=weights, pool=pool, longest_idle_seconds=longest_idle_seconds
+    )
     return Score(
-        total=_weighted_total(weighted.values()),
+        total=_total(weighted),
         parts={part: round(value, PRECISION) for part, value in weighted.items()},
     )
 
@@ -152,10 +160,10 @@ def best(
     only for those returned: routing takes the first few of a thousand.
     """
     longest = longest_idle(candidates)
-    totals = []
-    for candidate in candidates:
-        normalised = normalised_parts(candidate, pool=pool, longest_idle_seconds=longest)
-        totals.append(_weighted_total(getattr(weights, part) * normalised[part] for part in PARTS))
+    totals = [
+        _total(_weighted_parts(candidate, weights=weights, pool=pool, longest_idle_seconds=longest))
+        for candidate in candidates
+    ]
     chosen = heapq.nsmallest(limit, range(len(candidates)), key=lambda i: (-totals[i], i))
     return [
         (i, score(candidates[i], weights=weights, pool=pool, longest_idle_seconds=longest))
