@@ -3,6 +3,7 @@ exact 4xx and error shape, and nothing of it reaches the database. On PostgreSQL
 NUL characters in text (a 500 if one got through)."""
 
 import json
+from functools import partial
 
 import pytest
 from channels.db import database_sync_to_async
@@ -667,11 +668,13 @@ async def test_a_frame_over_64_kib_closes_the_socket_with_1009(size):
 def test_the_web_server_closes_a_socket_that_sends_a_multi_megabyte_frame(live_platform, agent):
     # given
     token = AuthToken.objects.create(user=agent.user)[1]
-    with connect(
+    open_agent_socket = partial(
+        connect,
         f"{live_platform.ws_url}/ws/agent/",
         additional_headers={"Authorization": f"Token {token}"},
         open_timeout=10,
-    ) as socket:
+    )
+    with open_agent_socket() as socket:
         assert json.loads(socket.recv(timeout=10))["type"] == "hello"
         # a frame just under the limit is read, and answered
         socket.send(json.dumps({"type": "heartbeat", "pad": "x" * 60_000}))
@@ -687,9 +690,5 @@ def test_the_web_server_closes_a_socket_that_sends_a_multi_megabyte_frame(live_p
     # TCP reset that discards the unread rest of the frame
     assert closed.value.rcvd is None or closed.value.rcvd.code == 1009
     # and the server goes on serving other sockets
-    with connect(
-        f"{live_platform.ws_url}/ws/agent/",
-        additional_headers={"Authorization": f"Token {token}"},
-        open_timeout=10,
-    ) as again:
+    with open_agent_socket() as again:
         assert json.loads(again.recv(timeout=10))["type"] == "hello"
