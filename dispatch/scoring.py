@@ -11,10 +11,11 @@ An agent's score for a ticket is the weighted sum of five parts, each normalised
   candidates; 1 for an agent who never had work.
 - load: 1 - (assigned tickets + pending offers) / capacity.
 - cost: 1 - pay rate / the highest pay rate among active agents; 1 when no one is paid.
+
+dispatch.selectors computes the same total in SQL to keep only the best candidates of a large
+pool; a test holds its cut to the order these scores give.
 """
 
-import heapq
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 CSAT_LOWEST, CSAT_HIGHEST = 1, 5
@@ -121,51 +122,13 @@ def normalised_parts(
     }
 
 
-def longest_idle(candidates: Sequence[CandidateInputs]) -> float:
-    """The longest idle time among candidates who had work (0 when there is none)."""
-    return max((c.idle_seconds for c in candidates if c.idle_seconds is not None), default=0.0)
-
-
-def _weighted_parts(
-    candidate: CandidateInputs, *, weights: Weights, pool: Pool, longest_idle_seconds: float
-) -> dict[str, float]:
-    normalised = normalised_parts(candidate, pool=pool, longest_idle_seconds=longest_idle_seconds)
-    return {part: getattr(weights, part) * normalised[part] for part in PARTS}
-
-
-def _total(weighted: dict[str, float]) -> float:
-    return round(sum(weighted.values()), PRECISION)
-
-
 def score(
     candidate: CandidateInputs, *, weights: Weights, pool: Pool, longest_idle_seconds: float
 ) -> Score:
     """The candidate's weighted parts and their sum."""
-    weighted = _weighted_parts(
-        candidate, weights=weights, pool=pool, longest_idle_seconds=longest_idle_seconds
-    )
+    normalised = normalised_parts(candidate, pool=pool, longest_idle_seconds=longest_idle_seconds)
+    weighted = {part: getattr(weights, part) * normalised[part] for part in PARTS}
     return Score(
-        total=_total(weighted),
+        total=round(sum(weighted.values()), PRECISION),
         parts={part: round(value, PRECISION) for part, value in weighted.items()},
     )
-
-
-def best(
-    candidates: Sequence[CandidateInputs], *, weights: Weights, pool: Pool, limit: int
-) -> list[tuple[int, Score]]:
-    """The `limit` best candidates as (their index, their score), best first; equal totals
-    keep the candidates' order. Idle time is measured against the longest idle among all.
-
-    Every candidate's total is computed the way score() computes it, but the rounded parts
-    only for those returned: routing takes the first few of a thousand.
-    """
-    longest = longest_idle(candidates)
-    totals = [
-        _total(_weighted_parts(candidate, weights=weights, pool=pool, longest_idle_seconds=longest))
-        for candidate in candidates
-    ]
-    chosen = heapq.nsmallest(limit, range(len(candidates)), key=lambda i: (-totals[i], i))
-    return [
-        (i, score(candidates[i], weights=weights, pool=pool, longest_idle_seconds=longest))
-        for i in chosen
-    ]

@@ -4,10 +4,12 @@ from datetime import datetime, timedelta
 
 from django.db.models import (
     Avg,
+    Case,
     Count,
     Exists,
     F,
     FloatField,
+    Func,
     IntegerField,
     Max,
     Min,
@@ -16,8 +18,12 @@ from django.db.models import (
     QuerySet,
     Subquery,
     Sum,
+    Value,
+    When,
+    Window,
 )
-from django.db.models.functions import Coalesce
+from django.db.models.expressions import Combinable
+from django.db.models.functions import Cast, Coalesce, Greatest
 
 from agents.models import Agent, AgentConnection, AgentLanguage, AgentSkill
 from tickets.models import Ticket
@@ -201,24 +207,61 @@ def _skill_ids(ticket: Ticket) -> list[int]:
     return [skill.pk for skill in ticket.skills.all()]
 
 
-def _candidates_for(
-    *, ticket: Ticket, now: datetime, policy: DispatchPolicy, agent_id: uuid.UUID | None = None
-) -> tuple[list[uuid.UUID], list[scoring.CandidateInputs]]:
-    """The eligible agents' ids and scoring inputs, in eligibility order: the longest idle
-    first (never busy before all), then the earliest to join; only `agent_id` if given."""
-    skill_ids = _skill_ids(ticket)
-    eligible = agents_eligible_for(ticket=ticket, skill_ids=skill_ids, now=now, policy=policy)
-    if agent_id is not None:
-        eligible = eligible.filter(pk=agent_id)
-    rated = (
+class EpochSeconds(Func):
+    """A datetime as float seconds since the Unix epoch, on PostgreSQL and SQLite alike."""
+
+    template = "date_part('epoch', %(expressions)s)"
+    output_field = FloatField()
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        # SQLite keeps datetimes as UTC text; julianday() reads it in days since 4714 BC.
+        return self.as_sql(
+            compiler,
+            connection,
+            template="((julianday(%(expressions)s) - 2440587.5) * 86400.0)",
+            **extra_context,
+        )
+
+
+def _as_float(expression) -> Cast:
+    return Cast(expression, FloatField())
+
+
+def _on_scale(expression, lowest: int, highest: int):
+    return (expression - Value(float(lowest))) / Value(float(highest - lowest))
+
+
+def _rated_in_window(*, now: datetime, policy: DispatchPolicy) -> QuerySet[Ticket]:
+    """The outer agent's rated tickets in the quality window, grouped by agent."""
+    return (
         _quality_window(now=now, policy=policy)
         .filter(agent=OuterRef("pk"))
         .order_by()
         .values("agent")
     )
-    # Plain rows, not model instances: with a thousand eligible agents, building the instances
-    # cost more than the query itself.
-    rows = eligible.annotate(
+
+
+# What routing reads of each candidate: dispatch.scoring's inputs.
+_INPUT_COLUMNS = (
+    "pk",
+    "capacity",
+    "pay_rate",
+    "idle_since",
+    "load",
+    "ratings_count",
+    "ratings_sum",
+    "proficiency",
+)
+
+
+def _with_inputs(
+    agents: QuerySet[Agent], *, skill_ids: list[int], now: datetime, policy: DispatchPolicy
+) -> QuerySet[Agent]:
+    """Eligible agents (see agents_eligible_for, which gives `load`) annotated with the rest of
+    their scoring inputs: their ratings in the quality window and their mean proficiency in
+    the ticket's skills."""
+    rated = _rated_in_window(now=now, policy=policy)
+    return agents.annotate(
         ratings_count=_count(rated),
         ratings_sum=Coalesce(
             Subquery(
@@ -227,61 +270,118 @@ def _candidates_for(
             ),
             0,
         ),
-        proficiency=Subquery(
-            AgentSkill.objects.filter(agent=OuterRef("pk"), skill_id__in=skill_ids)
-            .order_by()
-            .values("agent")
-            .annotate(mean=Avg("proficiency"))
-            .values("mean"),
-            output_field=FloatField(),
-        ),
-    ).values_list(
-        "pk",
-        "capacity",
-        "pay_rate",
-        "idle_since",
-        "load",
-        "ratings_count",
-        "ratings_sum",
-        "proficiency",
-        named=True,
-    )
-    agent_ids, inputs = [], []
-    for agent in rows:
-        agent_ids.append(agent.pk)
-        inputs.append(
-            scoring.CandidateInputs(
-                ratings_count=agent.ratings_count,
-                ratings_sum=agent.ratings_sum,
-                proficiency=agent.proficiency if skill_ids else None,
-                idle_seconds=(
-                    (now - agent.idle_since).total_seconds()
-                    if agent.idle_since is not None
-                    else None
-                ),
-                load=agent.load,
-                capacity=agent.capacity,
-                pay_rate=float(agent.pay_rate),
+        proficiency=_as_float(
+            Subquery(
+                AgentSkill.objects.filter(agent=OuterRef("pk"), skill_id__in=skill_ids)
+                .order_by()
+                .values("agent")
+                .annotate(mean=Avg("proficiency"))
+                .values("mean")
             )
+        ),
+    )
+
+
+def _total(
+    *, skill_ids: list[int], now: datetime, policy: DispatchPolicy, pool: scoring.Pool
+) -> Combinable:
+    """dispatch.scoring's total as SQL, over the columns of _with_inputs and the window
+    column `earliest_idle` (the earliest idle_since among the eligible agents).
+
+    It only orders the candidates: the scores routing records are computed by dispatch.scoring
+    from the columns read, and tests hold the two orders equal.
+    """
+    weights = policy_weights(policy)
+    prior_mean = pool.csat_mean if pool.csat_mean is not None else scoring.NEUTRAL_CSAT
+    prior = Value(float(pool.prior_ratings))
+    # scoring.shrunk_quality from one lookup of the agent's ratings; an agent without any in
+    # the window is at the pool's mean.
+    quality = Coalesce(
+        _as_float(
+            Subquery(
+                _rated_in_window(now=now, policy=policy)
+                .annotate(
+                    shrunk=(Value(prior_mean) * prior + _as_float(Sum("csat_score")))
+                    / (prior + Count("pk"))
+                )
+                .values("shrunk")
+            )
+        ),
+        Value(prior_mean),
+    )
+    if skill_ids:
+        proficiency = _on_scale(
+            F("proficiency"), scoring.PROFICIENCY_LOWEST, scoring.PROFICIENCY_HIGHEST
         )
-    return agent_ids, inputs
+    else:
+        proficiency = Value(1.0)
+    now_seconds = Value(now.timestamp())
+    idle = Case(
+        When(Q(idle_since__isnull=True) | Q(earliest_idle__gte=now_seconds), then=Value(1.0)),
+        default=Greatest(now_seconds - EpochSeconds("idle_since"), Value(0.0))
+        / (now_seconds - F("earliest_idle")),
+    )
+    # Eligible agents are under capacity, so their capacity is at least 1.
+    load = Value(1.0) - _as_float("load") / F("capacity")
+    if pool.highest_pay_rate > 0:
+        cost = Value(1.0) - _as_float("pay_rate") / Value(pool.highest_pay_rate)
+    else:
+        cost = Value(1.0)
+    return (
+        Value(weights.quality) * _on_scale(quality, scoring.CSAT_LOWEST, scoring.CSAT_HIGHEST)
+        + Value(weights.proficiency) * proficiency
+        + Value(weights.idle) * idle
+        + Value(weights.load) * load
+        + Value(weights.cost) * cost
+    )
+
+
+def _inputs(row, *, skill_ids: list[int], now: datetime) -> scoring.CandidateInputs:
+    return scoring.CandidateInputs(
+        ratings_count=row.ratings_count,
+        ratings_sum=row.ratings_sum,
+        proficiency=row.proficiency if skill_ids else None,
+        idle_seconds=(now - row.idle_since).total_seconds() if row.idle_since is not None else None,
+        load=row.load,
+        capacity=row.capacity,
+        pay_rate=float(row.pay_rate),
+    )
 
 
 def agents_ranked_for(
     *, ticket: Ticket, now: datetime, policy: DispatchPolicy, limit: int
 ) -> list[Candidate]:
     """The `limit` best-scoring eligible agents for this ticket with their scores, best
-    first; equal scores keep the eligibility order."""
-    agent_ids, inputs = _candidates_for(ticket=ticket, now=now, policy=policy)
-    if not inputs:
-        return []
-    chosen = scoring.best(
-        inputs,
-        weights=policy_weights(policy),
-        pool=routing_pool(now=now, policy=policy),
-        limit=limit,
+    first; equal scores keep the eligibility order (the longest idle first, never busy before
+    all, then the earliest to join).
+
+    The database scores every eligible agent and keeps the best `limit`: routing tries the
+    first few of a thousand, and reading a thousand rows into Python cost more than the
+    whole query.
+    """
+    skill_ids = _skill_ids(ticket)
+    pool = routing_pool(now=now, policy=policy)
+    eligible = agents_eligible_for(ticket=ticket, skill_ids=skill_ids, now=now, policy=policy)
+    rows = (
+        _with_inputs(eligible, skill_ids=skill_ids, now=now, policy=policy)
+        .annotate(earliest_idle=Window(Min(EpochSeconds("idle_since"))))
+        .annotate(total=_total(skill_ids=skill_ids, now=now, policy=policy, pool=pool))
+        .order_by(F("total").desc(), *eligible.query.order_by)
+        .values_list(*_INPUT_COLUMNS, "earliest_idle", named=True)[:limit]
     )
-    return [Candidate(agent_ids[i], score) for i, score in chosen]
+    candidates = []
+    for row in rows:
+        longest = now.timestamp() - row.earliest_idle if row.earliest_idle is not None else 0.0
+        score = scoring.score(
+            _inputs(row, skill_ids=skill_ids, now=now),
+            weights=policy_weights(policy),
+            pool=pool,
+            longest_idle_seconds=longest,
+        )
+        candidates.append(Candidate(row.pk, score))
+    # The database's float sums may differ from these in the last bits: order by the recorded
+    # (rounded) totals, keeping the database's order among equal ones.
+    return sorted(candidates, key=lambda candidate: -candidate.score.total)
 
 
 def agent_score_for(
@@ -292,15 +392,19 @@ def agent_score_for(
     The others count only through the longest idle time among them, read as one aggregate,
     not as a row each.
     """
-    _, inputs = _candidates_for(ticket=ticket, now=now, policy=policy, agent_id=agent_id)
-    if not inputs:
+    skill_ids = _skill_ids(ticket)
+    eligible = agents_eligible_for(ticket=ticket, skill_ids=skill_ids, now=now, policy=policy)
+    rows = list(
+        _with_inputs(
+            eligible.filter(pk=agent_id), skill_ids=skill_ids, now=now, policy=policy
+        ).values_list(*_INPUT_COLUMNS, named=True)
+    )
+    if not rows:
         return None
     # The longest idle among those who had work is since the earliest idle_since.
-    earliest = agents_eligible_for(
-        ticket=ticket, skill_ids=_skill_ids(ticket), now=now, policy=policy
-    ).aggregate(earliest=Min("idle_since"))["earliest"]
+    earliest = eligible.aggregate(earliest=Min("idle_since"))["earliest"]
     return scoring.score(
-        inputs[0],
+        _inputs(rows[0], skill_ids=skill_ids, now=now),
         weights=policy_weights(policy),
         pool=routing_pool(now=now, policy=policy),
         longest_idle_seconds=(now - earliest).total_seconds() if earliest is not None else 0.0,

@@ -4,6 +4,7 @@ the queue order with aging, each with the exact choice expected.
 Tickets are written without their routing task and routed by calling the services, so each
 test decides when routing happens; follow-up work after commit does not run here."""
 
+import random
 from datetime import timedelta
 from decimal import Decimal
 
@@ -12,6 +13,7 @@ from django.utils import timezone
 
 from agents.models import Agent, AgentLanguage
 from dispatch.models import DispatchPolicy, Offer
+from dispatch.selectors import agents_ranked_for
 from dispatch.services import agent_drain, ticket_route
 from tickets.models import Ticket
 from tickets.selectors import ticket_queue_position, tickets_waiting
@@ -272,6 +274,41 @@ def test_a_drained_offer_scores_the_agent_among_every_eligible_agent(agent_facto
     assert offer.ticket == ticket
     assert offer.score_parts["idle"] == pytest.approx(0.9 * 5 / 20, abs=1e-5)
     assert offer.score == pytest.approx(0.1 * 0.5 + 0.9 * 5 / 20, abs=1e-5)
+
+
+def test_the_database_keeps_the_best_candidates_that_the_scores_rank_first(
+    agent_factory, ticket_factory
+):
+    # given: two dozen eligible agents that differ in every part of the score: ratings,
+    # proficiency, idle time (some never had work), load and pay rate
+    rng = random.Random(7)
+    now = timezone.now()
+    for n in range(24):
+        agent = agent_factory(
+            online=True,
+            capacity=3,
+            pay_rate=Decimal(rng.randint(10, 30)),
+            skills={"refunds": rng.randint(3, 5)},
+        )
+        idle_since = None if n % 7 == 0 else now - timedelta(seconds=rng.randint(1, 3600))
+        Agent.objects.filter(pk=agent.pk).update(idle_since=idle_since)
+        rated(ticket_factory, agent, *[rng.randint(1, 5) for _ in range(rng.randint(0, 4))])
+        for _ in range(rng.randint(0, 2)):
+            ticket_factory(status=Ticket.Status.ASSIGNED, agent=agent)
+    ticket = ticket_factory(skills=["refunds"])
+    policy = DispatchPolicy.load()
+
+    # when: the database cuts the ranking at 1, 5 and 12, and once keeps everyone
+    everyone = agents_ranked_for(ticket=ticket, now=now, policy=policy, limit=100)
+    cuts = {
+        k: agents_ranked_for(ticket=ticket, now=now, policy=policy, limit=k) for k in (1, 5, 12)
+    }
+
+    # then: each cut holds exactly the best by the recorded scores, which rank everyone
+    totals = [candidate.score.total for candidate in everyone]
+    assert len(everyone) == 24
+    assert totals == sorted(totals, reverse=True)
+    assert cuts == {k: everyone[:k] for k in (1, 5, 12)}
 
 
 # -- relaxation --------------------------------------------------------------------------------

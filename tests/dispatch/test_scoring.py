@@ -7,7 +7,6 @@ from dispatch.scoring import (
     Pool,
     Score,
     Weights,
-    best,
     normalised_parts,
     score,
     shrunk_quality,
@@ -186,20 +185,20 @@ def test_quality_outweighs_cost_under_the_default_weights():
     mediocre = candidate(ratings_count=20, ratings_sum=60, pay_rate=0.0)
 
     # when
-    ranked = best([excellent, mediocre], weights=DEFAULT_WEIGHTS, pool=POOL, limit=2)
+    excellent_score, mediocre_score = (
+        score(c, weights=DEFAULT_WEIGHTS, pool=POOL, longest_idle_seconds=600)
+        for c in (excellent, mediocre)
+    )
 
-    # then the excellent one comes first
-    assert [index for index, _ in ranked] == [0, 1]
-    (_, excellent_score), (_, mediocre_score) = ranked
-
-    # for quality (20 + 100) / 25 = 4.8 against (20 + 60) / 25 = 3.2
+    # then the excellent one comes first: for quality (20 + 100) / 25 = 4.8 against
+    # (20 + 60) / 25 = 3.2
     assert (excellent_score.parts["quality"], excellent_score.parts["cost"]) == (0.38, 0.0)
     assert (mediocre_score.parts["quality"], mediocre_score.parts["cost"]) == (0.22, 0.05)
     assert excellent_score.total > mediocre_score.total
 
 
 def test_idle_time_is_measured_against_the_longest_idle_candidate():
-    # given: idle 15 minutes, 5 minutes, and never busy
+    # given: idle 15 minutes (the longest), 5 minutes, and never busy
     candidates = [
         candidate(idle_seconds=900.0),
         candidate(idle_seconds=300.0),
@@ -207,44 +206,26 @@ def test_idle_time_is_measured_against_the_longest_idle_candidate():
     ]
 
     # when
-    scores = dict(best(candidates, weights=DEFAULT_WEIGHTS, pool=POOL, limit=3))
+    scores = [
+        score(c, weights=DEFAULT_WEIGHTS, pool=POOL, longest_idle_seconds=900.0) for c in candidates
+    ]
 
     # then: 900/900, 300/900, and the whole part for never
-    assert [scores[i].parts["idle"] for i in range(3)] == [0.2, 0.066667, 0.2]
+    assert [s.parts["idle"] for s in scores] == [0.2, 0.066667, 0.2]
 
 
 def test_when_nobody_has_waited_at_all_idle_time_decides_nothing():
     # when
-    ranked = best(
-        [candidate(idle_seconds=0.0), candidate(idle_seconds=0.0)],
-        weights=DEFAULT_WEIGHTS,
-        pool=POOL,
-        limit=2,
+    first, second = (
+        score(
+            candidate(idle_seconds=0.0),
+            weights=DEFAULT_WEIGHTS,
+            pool=POOL,
+            longest_idle_seconds=0.0,
+        )
+        for _ in range(2)
     )
 
-    # then the tie keeps their order
-    (first, first_score), (second, second_score) = ranked
-    assert (first, second) == (0, 1)
-    assert first_score == second_score
-    assert first_score.parts["idle"] == 0.2
-
-
-def test_best_returns_only_the_first_few_with_ties_in_the_candidates_order():
-    # given: five candidates, the second and fourth alike and the best, the fifth the worst
-    candidates = [
-        candidate(ratings_count=20, ratings_sum=80),
-        candidate(ratings_count=20, ratings_sum=100),
-        candidate(ratings_count=20, ratings_sum=80),
-        candidate(ratings_count=20, ratings_sum=100),
-        candidate(ratings_count=20, ratings_sum=20),
-    ]
-
-    # when
-    ranked = best(candidates, weights=DEFAULT_WEIGHTS, pool=POOL, limit=3)
-
-    # then: the two best in their order, then the first of the two alike behind them
-    assert [index for index, _ in ranked] == [1, 3, 0]
-    assert [s for _, s in ranked] == [
-        score(c, weights=DEFAULT_WEIGHTS, pool=POOL, longest_idle_seconds=600)
-        for c in (candidates[1], candidates[3], candidates[0])
-    ]
+    # then both get the whole idle part: it ranks neither above the other
+    assert first == second
+    assert first.parts["idle"] == 0.2
