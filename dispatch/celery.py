@@ -27,3 +27,14 @@ def enqueue_on_commit(task_name: str, *args, countdown: float | None = None) -> 
             logger.exception("Could not enqueue %s%r; the sweep will repair it", task_name, args)
 
     transaction.on_commit(send)
+
+
+def queue_waiting(queue: str) -> int:
+    """How many tasks wait in `queue`, not yet taken by a worker (0 when the broker cannot be
+    asked: the caller then does the work itself rather than count on tasks it cannot see)."""
+    try:
+        with app.connection_for_read() as connection:
+            return connection.default_channel.queue_declare(queue=queue).message_count
+    except Exception:
+        logger.warning("Could not count the tasks waiting in %s", queue, exc_info=True)
+        return 0

@@ -29,7 +29,7 @@ from tickets.selectors import tickets_in_dispatch_order
 from tickets.webhooks import webhook_enqueue
 
 from . import board, scoring
-from .celery import enqueue_on_commit
+from .celery import enqueue_on_commit, queue_waiting
 from .events import hello_frame, offer_created_frame, offer_revoked_frame, ticket_assigned_frame
 from .models import BoardSample, DispatchPolicy, Offer
 from .selectors import (
@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 ROUTE_TASK = "dispatch.route_ticket"
 DRAIN_TASK = "dispatch.drain_agent"
 EXPIRE_TASK = "dispatch.expire_offer"
+# The Celery queue of the routing engine's tasks (settings: CELERY_TASK_ROUTES).
+ROUTING_QUEUE = "routing"
 
 # How many queued tickets one sweep routes and how many agents with room it drains, at most.
 # The sweep is the net under event-driven routing, not a second router: one that routed every
@@ -684,14 +686,22 @@ def dispatch_sweep() -> int:
     routed first, so each goes to its best agent; then agents with room, a different sample
     each run, are drained: that reaches a ticket further back whose task was lost, even while
     the head holds tickets nobody can take yet. Each step is bounded by SWEEP_BATCH, so under a
-    backlog the sweep never holds the routing worker for long: the routing tasks are doing
-    that work, and the next sweeps go on where this one stopped.
+    backlog the sweep never holds the routing worker for long, and the next sweeps go on where
+    this one stopped.
+
+    While routing tasks wait in their queue, the sweep leaves the routing to them: the queued
+    tickets are theirs (or an accepting or resolving agent's drain's), and routing them here
+    too only delayed those tasks further, so that under load the workers fell ever further
+    behind. A ticket whose task was lost is routed by the first sweep that finds the queue
+    empty, or by a drain before that.
     """
     offers_expire_overdue()
     tickets_flag_sla_breaches()
     if not tickets_queued_exist():
         # Nothing waits: no ticket to route, no agent to drain. A pool of a thousand idle
         # agents costs one query here, not a thousand.
+        return 0
+    if queue_waiting(ROUTING_QUEUE):
         return 0
     made = tickets_route_waiting()
     policy = DispatchPolicy.load()

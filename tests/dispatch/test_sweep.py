@@ -9,8 +9,16 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from dispatch.celery import app as celery_app
+from dispatch.celery import queue_waiting
 from dispatch.models import DispatchPolicy, Offer
-from dispatch.services import DRAIN_TASK, EXPIRE_TASK, ROUTE_TASK, SWEEP_BATCH, dispatch_sweep
+from dispatch.services import (
+    DRAIN_TASK,
+    EXPIRE_TASK,
+    ROUTE_TASK,
+    ROUTING_QUEUE,
+    SWEEP_BATCH,
+    dispatch_sweep,
+)
 from tickets.models import Ticket
 from tickets.services import ticket_escalate
 
@@ -39,6 +47,28 @@ def test_the_next_sweep_offers_an_escalation_whose_routing_message_was_lost(
     assert (entry["task"], entry["schedule"]) == (SWEEP_TASK, 3.0)
     ticket.refresh_from_db()
     assert ticket.status == Ticket.Status.OFFERED
+    assert list(ticket.offers.values_list("agent", "status")) == [(agent.pk, Offer.Status.PENDING)]
+
+
+def test_the_sweep_leaves_queued_tickets_to_routing_tasks_waiting_for_a_worker(
+    bot, agent, routing_task_waiting, django_capture_on_commit_callbacks
+):
+    # given: a ticket whose routing task is lost, and another task waiting for the worker
+    with django_capture_on_commit_callbacks(execute=False):
+        ticket, _ = ticket_escalate(
+            integration=bot, external_id="behind-1", language="en", customer_id="cust-1"
+        )
+    assert queue_waiting(ROUTING_QUEUE) == 1
+
+    # when
+    made_while_waiting = dispatch_sweep()
+    with celery_app.connection_for_write() as broker:
+        broker.default_channel.queue_purge(ROUTING_QUEUE)
+    made_once_empty = dispatch_sweep()
+
+    # then: the sweep routed nothing while a task waited, and the lost ticket once none did
+    assert (made_while_waiting, made_once_empty) == (0, 1)
+    ticket.refresh_from_db()
     assert list(ticket.offers.values_list("agent", "status")) == [(agent.pk, Offer.Status.PENDING)]
 
 
