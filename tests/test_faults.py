@@ -332,8 +332,14 @@ def test_postgresql_unreachable_answers_503_and_leaves_nothing_half_written(
     assert events_of(in_doubt_ticket.pk) == ["escalated"]
     assert not Ticket.objects.filter(external_id="conv-2").exists()
 
-    # when PostgreSQL is back, and the bot sends both escalations again
+    # when PostgreSQL is back (the web process's pool reconnects on its own schedule: the bot
+    # retries a 503, as Retry-After asks, so the replays start once /readyz sees it), and the
+    # bot sends both escalations again
     database_proxy.up()
+    wait_for(
+        lambda: httpx.get(f"{proxied_platform.url}/readyz", timeout=10).status_code == 200,
+        what="the platform to reach PostgreSQL again",
+    )
     replays = [
         bot_api.post("/api/v1/escalations/", json=escalation | {"external_id": external_id})
         for external_id in ("conv-in-doubt", "conv-2")
