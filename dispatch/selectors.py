@@ -286,7 +286,8 @@ def _total(
     *, skill_ids: list[int], now: datetime, policy: DispatchPolicy, pool: scoring.Pool
 ) -> Combinable:
     """dispatch.scoring's total as SQL, over the columns of _with_inputs and the window
-    column `earliest_idle` (the earliest idle_since among the eligible agents).
+    column `earliest_idle` (the earliest idle_since among the eligible agents: the longest
+    idle among those who had work is since then).
 
     It only orders the candidates: the scores routing records are computed by dispatch.scoring
     from the columns read, and tests hold the two orders equal.
@@ -317,9 +318,9 @@ def _total(
         proficiency = Value(1.0)
     now_seconds = Value(now.timestamp())
     idle = Case(
-        When(Q(idle_since__isnull=True) | Q(earliest_idle__gte=now_seconds), then=Value(1.0)),
+        When(Q(idle_since__isnull=True) | Q(earliest_idle__gte=now), then=Value(1.0)),
         default=Greatest(now_seconds - EpochSeconds("idle_since"), Value(0.0))
-        / (now_seconds - F("earliest_idle")),
+        / (now_seconds - EpochSeconds("earliest_idle")),
     )
     # Eligible agents are under capacity, so their capacity is at least 1.
     load = Value(1.0) - _as_float("load") / F("capacity")
@@ -348,6 +349,12 @@ def _inputs(row, *, skill_ids: list[int], now: datetime) -> scoring.CandidateInp
     )
 
 
+def _longest_idle_seconds(*, earliest: datetime | None, now: datetime) -> float:
+    """The longest idle among the eligible agents who had work, since the earliest
+    idle_since among them; 0 when none had."""
+    return (now - earliest).total_seconds() if earliest is not None else 0.0
+
+
 def agents_ranked_for(
     *, ticket: Ticket, now: datetime, policy: DispatchPolicy, limit: int
 ) -> list[Candidate]:
@@ -364,24 +371,36 @@ def agents_ranked_for(
     eligible = agents_eligible_for(ticket=ticket, skill_ids=skill_ids, now=now, policy=policy)
     rows = (
         _with_inputs(eligible, skill_ids=skill_ids, now=now, policy=policy)
-        .annotate(earliest_idle=Window(Min(EpochSeconds("idle_since"))))
+        .annotate(earliest_idle=Window(Min("idle_since")))
         .annotate(total=_total(skill_ids=skill_ids, now=now, policy=policy, pool=pool))
         .order_by(F("total").desc(), *eligible.query.order_by)
-        .values_list(*_INPUT_COLUMNS, "earliest_idle", named=True)[:limit]
+        .values_list(*_INPUT_COLUMNS, "created_at", "earliest_idle", named=True)[:limit]
     )
-    candidates = []
-    for row in rows:
-        longest = now.timestamp() - row.earliest_idle if row.earliest_idle is not None else 0.0
-        score = scoring.score(
-            _inputs(row, skill_ids=skill_ids, now=now),
-            weights=policy_weights(policy),
-            pool=pool,
-            longest_idle_seconds=longest,
+    scored = [
+        (
+            scoring.score(
+                _inputs(row, skill_ids=skill_ids, now=now),
+                weights=policy_weights(policy),
+                pool=pool,
+                longest_idle_seconds=_longest_idle_seconds(earliest=row.earliest_idle, now=now),
+            ),
+            row,
         )
-        candidates.append(Candidate(row.pk, score))
-    # The database's float sums may differ from these in the last bits: order by the recorded
-    # (rounded) totals, keeping the database's order among equal ones.
-    return sorted(candidates, key=lambda candidate: -candidate.score.total)
+        for row in rows
+    ]
+    # The database's float sums may differ from these in the last bits, enough to part two
+    # equal scores: the kept candidates are ordered here by their recorded scores, then in
+    # agents_eligible_for's order (idle_since, never busy first; created_at; pk).
+    scored.sort(
+        key=lambda pair: (
+            -pair[0].total,
+            pair[1].idle_since is not None,
+            pair[1].idle_since,
+            pair[1].created_at,
+            pair[1].pk,
+        )
+    )
+    return [Candidate(row.pk, score) for score, row in scored]
 
 
 def agent_score_for(
@@ -401,13 +420,12 @@ def agent_score_for(
     )
     if not rows:
         return None
-    # The longest idle among those who had work is since the earliest idle_since.
     earliest = eligible.aggregate(earliest=Min("idle_since"))["earliest"]
     return scoring.score(
         _inputs(rows[0], skill_ids=skill_ids, now=now),
         weights=policy_weights(policy),
         pool=routing_pool(now=now, policy=policy),
-        longest_idle_seconds=(now - earliest).total_seconds() if earliest is not None else 0.0,
+        longest_idle_seconds=_longest_idle_seconds(earliest=earliest, now=now),
     )
 
 
