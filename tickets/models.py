@@ -129,6 +129,8 @@ class Ticket(models.Model):
         indexes = [
             models.Index(fields=["status", "language", "-priority", "created_at"]),
             models.Index(fields=["agent", "status"]),
+            # The wait estimate reads a language's latest first assignments.
+            models.Index(fields=["language", "-first_assigned_at"]),
             # The other half of an agent's load (see Offer's pending index).
             models.Index(
                 fields=["agent"],

@@ -1,6 +1,6 @@
 from datetime import datetime, timedelta
 
-from django.db.models import Case, Count, DateTimeField, F, Q, QuerySet, When
+from django.db.models import Case, DateTimeField, Exists, F, OuterRef, Q, QuerySet, When
 from django.utils import timezone
 
 # The queue order is the dispatcher's and its aging rate is a dispatch-policy setting: this
@@ -10,8 +10,10 @@ from dispatch.models import DispatchPolicy
 
 from .models import Message, Ticket
 
-# Recent throughput is measured over this window for the wait estimate.
+# Recent throughput is measured over this window for the wait estimate, from at most this
+# many of its latest assignments.
 THROUGHPUT_WINDOW = timedelta(hours=1)
+RATE_SAMPLE = 200
 
 WAITING_STATUSES = (Ticket.Status.QUEUED, Ticket.Status.OFFERED)
 
@@ -76,25 +78,38 @@ def ticket_queue_position(*, ticket: Ticket) -> int | None:
 
 
 def ticket_estimated_wait_seconds(*, ticket: Ticket, position: int | None) -> int | None:
-    """Seconds until this ticket is likely assigned, from the last hour's assignment rate.
+    """Seconds until this ticket is likely assigned, from the recent assignment rate.
 
-    rate = tickets of this language whose skills include all of this ticket's skills, first
-    assigned in the window, per second of the window; estimate = queue position / rate. None
-    when no such ticket was assigned in the window: there is nothing honest to estimate from.
+    Like tickets: of this language, whose skills include all of this ticket's skills. The rate
+    is the like tickets first assigned in the last hour per second of the hour; once more than
+    RATE_SAMPLE were, it is the latest RATE_SAMPLE per second since the assignment before
+    them, so that the estimate reads a bounded number of rows however busy the hour. estimate =
+    queue position / rate. None when no like ticket was assigned in the hour: there is nothing
+    honest to estimate from.
     """
     if position is None:
         return None
-    since = timezone.now() - THROUGHPUT_WINDOW
-    recent = Ticket.objects.filter(language=ticket.language, first_assigned_at__gte=since)
-    skill_ids = [skill.pk for skill in ticket.skills.all()]
-    if skill_ids:
-        recent = recent.annotate(
-            required_skills=Count("skills", filter=Q(skills__in=skill_ids), distinct=True)
-        ).filter(required_skills=len(skill_ids))
-    assigned = recent.count()
-    if assigned == 0:
+    now = timezone.now()
+    recent = Ticket.objects.filter(
+        language=ticket.language, first_assigned_at__gte=now - THROUGHPUT_WINDOW
+    )
+    for skill in ticket.skills.all():
+        recent = recent.filter(
+            Exists(Ticket.skills.through.objects.filter(ticket=OuterRef("pk"), skill=skill))
+        )
+    latest = list(
+        recent.order_by("-first_assigned_at").values_list("first_assigned_at", flat=True)[
+            : RATE_SAMPLE + 1
+        ]
+    )
+    if not latest:
         return None
-    return round(position * THROUGHPUT_WINDOW.total_seconds() / assigned)
+    if len(latest) <= RATE_SAMPLE:
+        span, assigned = THROUGHPUT_WINDOW.total_seconds(), len(latest)
+    else:
+        # The latest RATE_SAMPLE assignments came in the time since the one before them.
+        span, assigned = (now - latest[-1]).total_seconds(), RATE_SAMPLE
+    return round(position * span / assigned)
 
 
 def ticket_messages(*, ticket: Ticket, after: Message | None = None) -> QuerySet[Message]:

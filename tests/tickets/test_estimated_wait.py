@@ -1,11 +1,13 @@
 """estimated_wait_seconds: queue position / the last hour's assignment rate of tickets of the
-same language whose skills include all of this ticket's skills; null without such history."""
+same language whose skills include all of this ticket's skills (from its latest assignments in
+a busy hour); null without such history."""
 
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
+from tickets import selectors
 from tickets.models import Ticket
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -79,6 +81,20 @@ def test_a_ticket_needing_two_skills_counts_only_tickets_that_needed_both(
 
     # when / then: 2 per 3,600 s
     assert estimate(bot_client, ticket) == (1, 1800)
+
+
+def test_a_busy_hour_is_read_from_its_latest_assignments_only(
+    bot_client, bot, ticket_factory, assigned, monkeypatch
+):
+    # given a sample of the latest 3 assignments, and a waiting ticket with 5 like tickets
+    # assigned in the hour: 1, 2, 3, 6 and 50 minutes ago
+    monkeypatch.setattr(selectors, "RATE_SAMPLE", 3)
+    ticket = ticket_factory(integration=bot, language="sv", skills=["refunds"])
+    for minutes_ago in (1, 2, 3, 6, 50):
+        assigned(language="sv", skills=["refunds"], minutes_ago=minutes_ago)
+
+    # when / then: the latest 3 came in the 360 s since the one before them, not 5 in 3,600 s
+    assert estimate(bot_client, ticket) == (1, 120)
 
 
 def test_without_history_there_is_no_estimate(bot_client, bot, ticket_factory, assigned):
