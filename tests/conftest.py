@@ -7,13 +7,9 @@ from django.db import connection
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from dispatch.celery import app as celery_app
-from dispatch.services import ROUTING_QUEUE
-from dispatch.tasks import ping
-
 from . import factories
 from .browser import CHROMIUM
-from .live import BotReceiver, running_platform
+from .live import BotReceiver, purge_routing_queue, running_platform
 
 # CI sets this: a test that would be skipped here (no PostgreSQL, no Chromium) fails instead.
 NO_SKIP = os.environ.get("DISPATCH_NO_SKIP") == "1"
@@ -33,26 +29,12 @@ def _requirements(request):
         skip_or_fail(f"needs Chromium at {CHROMIUM} (apt-get install chromium)")
 
 
-def _purge_routing_queue() -> None:
-    with celery_app.connection_for_write() as broker:
-        broker.default_channel.queue_purge(ROUTING_QUEUE)
-
-
 @pytest.fixture(autouse=True)
 def _routing_queue_empty():
     """The sweep leaves queued tickets to tasks waiting in the routing queue. Tests run tasks
     eagerly, but a live platform's worker stopping at the end of its test puts the offer
     timers it held back in the queue: each test starts with none there."""
-    _purge_routing_queue()
-
-
-@pytest.fixture
-def routing_task_waiting():
-    """A task in the routing queue that no worker has taken yet, as when the workers are
-    behind; the queue is emptied afterwards."""
-    celery_app.send_task(ping.name, args=["waiting"])
-    yield
-    _purge_routing_queue()
+    purge_routing_queue()
 
 
 @pytest.fixture

@@ -21,7 +21,9 @@ import redis
 from django.conf import settings
 from django.db import connection
 
+from dispatch.celery import app as celery_app
 from dispatch.embedded_redis import free_port, redis_server_command
+from dispatch.services import ROUTING_QUEUE
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_SECONDS = 30
@@ -187,6 +189,12 @@ def platform_env(**overrides: str) -> dict:
         "AUTH_TOKEN_LOGIN_RATE": "1000/minute",
         **overrides,
     }
+
+
+def purge_routing_queue() -> None:
+    """Drop every task waiting in the configured broker's routing queue."""
+    with celery_app.connection_for_write() as broker:
+        broker.default_channel.queue_purge(ROUTING_QUEUE)
 
 
 def wait_for(predicate, *, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):

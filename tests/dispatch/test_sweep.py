@@ -19,6 +19,8 @@ from dispatch.services import (
     SWEEP_BATCH,
     dispatch_sweep,
 )
+from dispatch.tasks import ping
+from tests.live import purge_routing_queue
 from tickets.models import Ticket
 from tickets.services import ticket_escalate
 
@@ -50,6 +52,15 @@ def test_the_next_sweep_offers_an_escalation_whose_routing_message_was_lost(
     assert list(ticket.offers.values_list("agent", "status")) == [(agent.pk, Offer.Status.PENDING)]
 
 
+@pytest.fixture
+def routing_task_waiting():
+    """A task in the routing queue that no worker has taken yet, as when the workers are
+    behind; the queue is emptied afterwards."""
+    celery_app.send_task(ping.name, args=["waiting"])
+    yield
+    purge_routing_queue()
+
+
 def test_the_sweep_leaves_queued_tickets_to_routing_tasks_waiting_for_a_worker(
     bot, agent, routing_task_waiting, django_capture_on_commit_callbacks
 ):
@@ -62,8 +73,7 @@ def test_the_sweep_leaves_queued_tickets_to_routing_tasks_waiting_for_a_worker(
 
     # when
     made_while_waiting = dispatch_sweep()
-    with celery_app.connection_for_write() as broker:
-        broker.default_channel.queue_purge(ROUTING_QUEUE)
+    purge_routing_queue()
     made_once_empty = dispatch_sweep()
 
     # then: the sweep routed nothing while a task waited, and the lost ticket once none did
