@@ -376,11 +376,12 @@ def agents_ranked_for(
         .order_by(F("total").desc(), *eligible.query.order_by)
         .values_list(*_INPUT_COLUMNS, "created_at", "earliest_idle", named=True)[:limit]
     )
+    weights = policy_weights(policy)
     scored = [
         (
             scoring.score(
                 _inputs(row, skill_ids=skill_ids, now=now),
-                weights=policy_weights(policy),
+                weights=weights,
                 pool=pool,
                 longest_idle_seconds=_longest_idle_seconds(earliest=row.earliest_idle, now=now),
             ),

@@ -311,6 +311,24 @@ def test_the_database_keeps_the_best_candidates_that_the_scores_rank_first(
     assert cuts == {k: everyone[:k] for k in (1, 5, 12)}
 
 
+def test_equal_scores_keep_the_order_in_which_the_agents_joined(agent_factory, ticket_factory):
+    # given: three agents alike in every part of the score, who joined in the reverse order of
+    # their ids
+    alike = sorted((agent_factory(online=True) for _ in range(3)), key=lambda agent: agent.pk)
+    for minutes, agent in enumerate(alike):
+        Agent.objects.filter(pk=agent.pk).update(created_at=ago(minutes=minutes))
+    ticket = ticket_factory()
+
+    # when
+    ranked = agents_ranked_for(
+        ticket=ticket, now=timezone.now(), policy=DispatchPolicy.load(), limit=3
+    )
+
+    # then: one score for all, and the earliest to join first
+    assert [candidate.score for candidate in ranked] == [ranked[0].score] * 3
+    assert [candidate.agent_id for candidate in ranked] == [agent.pk for agent in alike[::-1]]
+
+
 # -- relaxation --------------------------------------------------------------------------------
 
 
