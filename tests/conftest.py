@@ -2,7 +2,7 @@ import os
 import shutil
 
 import pytest
-from django.conf import global_settings
+from django.conf import global_settings, settings
 from django.db import connection
 from django.test import override_settings
 from rest_framework.test import APIClient
@@ -35,6 +35,19 @@ def _routing_queue_empty():
     eagerly, but a live platform's worker stopping at the end of its test puts the offer
     timers it held back in the queue: each test starts with none there."""
     purge_routing_queue()
+
+
+@pytest.fixture(autouse=True)
+def _channel_layer_of_its_own():
+    """Each test gets a channel layer of its own, as each platform process has one.
+
+    The platform receives on one event loop per process; the tests run a loop per test in one
+    process. channels_redis keeps a lock per process channel in the layer, and a receive
+    cancelled while it waits for that lock leaves it behind, bound to its loop: a later test's
+    receive that has to wait for it fails with "bound to a different event loop". Setting
+    CHANNEL_LAYERS makes Channels build its layers afresh."""
+    with override_settings(CHANNEL_LAYERS=settings.CHANNEL_LAYERS):
+        yield
 
 
 @pytest.fixture
