@@ -4,7 +4,7 @@ other write are services."""
 
 import uuid
 
-from channels.db import database_sync_to_async
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from dispatch import presence
@@ -15,6 +15,7 @@ from tickets.validators import UnsafeJSON, decode_json
 from . import services
 from .models import Agent
 from .push import BOARD_GROUP, agent_group
+from .socket_db import socket_db
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -25,7 +26,7 @@ CLOSE_TOO_BIG = 1009
 MAX_FRAME_BYTES = 64 * 1024
 
 
-@database_sync_to_async
+@socket_db
 def active_agent_of(user) -> Agent | None:
     agent = Agent.objects.filter(user=user).select_related("user").first()
     if agent is None or agent.account_state != Agent.AccountState.ACTIVE or not user.is_active:
@@ -54,6 +55,16 @@ class FrameConsumer(AsyncJsonWebsocketConsumer):
 
     async def left(self) -> None:
         pass
+
+    async def dispatch(self, message: dict) -> None:
+        # Channels' own dispatch first closes stale database connections, for every message,
+        # in the one thread all of its sync calls share: a thread hop per frame, queued behind
+        # every other socket's. This consumer touches the database only through socket_db,
+        # which closes them around each call in its own thread.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self) -> None:
         await self.accept()
@@ -132,18 +143,14 @@ class AgentConsumer(FrameConsumer):
     async def joined(self) -> None:
         # The group was joined first: a frame sent after the snapshot below is read, and it
         # comes after `hello`, since frames wait until this handler returns.
-        await database_sync_to_async(presence.agent_connect)(
-            agent=self.agent, channel_name=self.channel_name
-        )
+        await socket_db(presence.agent_connect)(agent=self.agent, channel_name=self.channel_name)
         await self.send_hello()
 
     async def left(self) -> None:
-        await database_sync_to_async(presence.agent_disconnect)(
-            agent=self.agent, channel_name=self.channel_name
-        )
+        await socket_db(presence.agent_disconnect)(agent=self.agent, channel_name=self.channel_name)
 
     async def send_hello(self) -> None:
-        await self.send_json(await database_sync_to_async(self.snapshot)())
+        await self.send_json(await socket_db(self.snapshot)())
 
     def snapshot(self) -> dict:
         # Read afresh: the status may have changed since this socket loaded its agent (the
@@ -152,7 +159,7 @@ class AgentConsumer(FrameConsumer):
         return dispatch_services.agent_snapshot(agent=self.agent)
 
     async def on_heartbeat(self, content: dict) -> None:
-        beat = await database_sync_to_async(presence.agent_heartbeat)(
+        beat = await socket_db(presence.agent_heartbeat)(
             agent=self.agent, channel_name=self.channel_name
         )
         if beat is presence.Heartbeat.REFUSED:
@@ -170,7 +177,7 @@ class AgentConsumer(FrameConsumer):
         if status not in Agent.Status.values:
             await self.send_error(f"Unknown status: {status!r}.")
             return
-        await database_sync_to_async(services.agent_set_status)(agent=self.agent, status=status)
+        await socket_db(services.agent_set_status)(agent=self.agent, status=status)
 
     async def _offer_action(self, content: dict, action) -> None:
         try:
@@ -179,7 +186,7 @@ class AgentConsumer(FrameConsumer):
             await self.send_error("offer_id must be an offer's id.")
             return
         try:
-            await database_sync_to_async(action)(offer_id=offer_id)
+            await socket_db(action)(offer_id=offer_id)
         except Conflict as exc:
             await self.send_error(str(exc))
         except dispatch_services.OfferDoesNotExist:

@@ -6,7 +6,6 @@ its first characters and then compared in constant time, an expired one is delet
 next presented, and an inactive user's token does not authenticate.
 """
 
-from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import OriginValidator as ChannelsOriginValidator
 from django.conf import settings
@@ -14,6 +13,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from knox.auth import TokenAuthentication
 from rest_framework import exceptions
+
+from .socket_db import socket_db
 
 
 class AgentTokenAuthentication(TokenAuthentication):
@@ -40,7 +41,7 @@ class AgentTokenScheme(OpenApiAuthenticationExtension):
         )
 
 
-@database_sync_to_async
+@socket_db
 def user_for_token(token: bytes):
     """The user a token authenticates, or None (unknown, expired, or the user is inactive)."""
     try:

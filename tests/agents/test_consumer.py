@@ -1,9 +1,11 @@
 """The agent websocket (contract section 5), through the whole ASGI stack (origin check,
 session and token authentication) and the real Redis channel layer."""
 
+import threading
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import SyncToAsync
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
@@ -480,6 +482,38 @@ async def test_an_offer_made_while_connected_arrives_and_accepting_it_assigns_th
     expected = await database_sync_to_async(assigned_ticket_json)(ticket)
     assert assigned == {"type": "ticket.assigned", "ticket": expected}
     assert (ticket.status, ticket.agent_id) == (Ticket.Status.ASSIGNED, agent.pk)
+    await socket.disconnect()
+
+
+async def test_sockets_carry_frames_and_answers_while_channels_shared_sync_thread_is_busy():
+    # given: a connected agent, and the one thread that Channels runs sync code in by default
+    # held by something slow (on a server with a thousand sockets: everyone else's work)
+    agent = await database_sync_to_async(available_agent)()
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+    release = threading.Event()
+    busy = SyncToAsync.single_thread_executor.submit(release.wait)
+    try:
+        # when: a ticket is routed to the agent, who heartbeats and accepts it
+        ticket = await database_sync_to_async(waiting_ticket, thread_sensitive=False)(
+            waited_seconds=5
+        )
+        offer = await database_sync_to_async(ticket_route, thread_sensitive=False)(
+            ticket_id=ticket.pk
+        )
+        created = await socket.receive_json_from(timeout=TIMEOUT)
+        await socket.send_json_to({"type": "heartbeat"})
+        ack = await socket.receive_json_from(timeout=TIMEOUT)
+        await socket.send_json_to({"type": "offer.accept", "offer_id": str(offer.pk)})
+        assigned = await socket.receive_json_from(timeout=TIMEOUT)
+    finally:
+        release.set()
+        busy.result()
+
+    # then: none of it waited for that thread
+    assert (created["type"], created["offer"]["id"]) == ("offer.created", str(offer.pk))
+    assert ack == {"type": "heartbeat.ack"}
+    assert (assigned["type"], assigned["ticket"]["id"]) == ("ticket.assigned", str(offer.ticket_id))
     await socket.disconnect()
 
 
