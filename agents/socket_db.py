@@ -1,11 +1,13 @@
 """The threads that run the sockets' database work.
 
 Channels' default (`database_sync_to_async`) runs every socket's calls in one thread, one after
-another: at a thousand agents, their heartbeats, accepts and connects queued behind each other
-for seconds, and a socket waiting for its turn could not forward the offers pushed to it
-meanwhile, since a consumer handles one message at a time. Here a few threads share that work.
-Each holds at most one pooled connection (settings: DATABASE_POOL_MAX_SIZE), and a socket still
-runs its own frames one at a time, in order.
+another, each holding it while PostgreSQL answers: at a thousand agents on a busy machine, their
+heartbeats, accepts and connects queued behind each other for seconds, and a socket waiting for
+its turn could not forward the offers pushed to it meanwhile, since a consumer handles one
+message at a time. Here a few threads share that work; more would take the interpreter lock
+from the event loop more often (README: Performance). Each holds at most one pooled connection
+(settings: DATABASE_POOL_MAX_SIZE), and a socket still runs its own frames one at a time, in
+order.
 """
 
 from concurrent.futures import ThreadPoolExecutor
