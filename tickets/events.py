@@ -1,5 +1,7 @@
 """The ticket payloads sent to bots (REST and webhooks) and agents, built in one place."""
 
+from django.db.models import prefetch_related_objects
+
 from .models import Message, Ticket, TicketEvent
 from .selectors import ticket_estimated_wait_seconds, ticket_queue_position
 
@@ -19,6 +21,8 @@ def message_view(message: Message) -> dict:
 
 def ticket_view(ticket: Ticket) -> dict:
     """The ticket as a bot sees it (GET /api/v1/tickets/{id}/)."""
+    # Read once: the payload lists them and the wait estimate matches on them.
+    prefetch_related_objects([ticket], "skills")
     position = ticket_queue_position(ticket=ticket)
     return {
         "id": str(ticket.id),

@@ -88,7 +88,8 @@ def ticket_escalate(
                 callback_url=callback_url,
                 message_count=len(transcript),
             )
-            ticket.skills.set(skills)
+            # A new ticket has no skills yet: add them, where set() would read them first.
+            ticket.skills.add(*skills)
             now = timezone.now()
             Message.objects.bulk_create(
                 Message(

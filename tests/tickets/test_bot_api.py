@@ -12,7 +12,7 @@ from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from dispatch import services as dispatch_services
-from dispatch.models import Offer
+from dispatch.models import DispatchPolicy, Offer
 from tickets import services as ticket_services
 from tickets.models import Message, Ticket, WebhookDelivery
 
@@ -126,6 +126,28 @@ def test_a_full_escalation_is_stored_as_sent(bot_client, skill_factory):
         (1, "customer", "I was charged twice", "2026-11-25T10:00:00+00:00"),
         (2, "bot", "I can help with that...", "2026-11-25T10:00:02+00:00"),
     ]
+
+
+@pytest.mark.django_db  # one transaction: the routing it asks for would run on commit
+@pytest.mark.parametrize(
+    "skills, transcript",
+    [(["refunds"], TRANSCRIPT[:1]), (["refunds", "billing"], TRANSCRIPT * 5)],
+    ids=["one skill, one message", "two skills, ten messages"],
+)
+def test_an_escalation_takes_13_queries_however_many_skills_and_messages(
+    bot_client, skill_factory, django_assert_num_queries, skills, transcript
+):
+    # given: the skills, and the policy's one row, which the first read of it creates
+    skill_factory(slug="refunds")
+    skill_factory(slug="billing")
+    DispatchPolicy.load()
+
+    # when / then: the key, the skills, the replay check; in a savepoint, the ticket, its
+    # skills, its messages and its event; for the answer, the ticket's skills, the policy, the
+    # queue position and the like tickets' recent assignments
+    with django_assert_num_queries(13):
+        response = escalate(bot_client, skills=skills, transcript=transcript)
+    assert response.status_code == 201
 
 
 @pytest.mark.parametrize(
