@@ -59,20 +59,40 @@ def tickets_waiting(*, language: str) -> QuerySet[Ticket]:
     )
 
 
+def _ahead_in_dispatch_order(*, ticket: Ticket, aging_seconds: int) -> Q:
+    """The tickets served before this one (see tickets_in_dispatch_order), as plain comparisons
+    of priority, creation and id.
+
+    A ticket of priority p created at c arrives virtually at c - p × aging_seconds, so it comes
+    first when created before this ticket's virtual arrival plus p × aging_seconds; created
+    exactly then, it ties and the older one, then the lower id, goes first. Compared this way
+    the count reads the queue's index, and Django compiles four short conditions instead of
+    the virtual arrival's CASE three times over: that compilation was nearly half of an
+    escalation's time in the web process.
+    """
+    arrival = ticket_virtual_arrival(ticket=ticket, aging_seconds=aging_seconds)
+    ahead = Q()
+    for priority in Ticket.Priority.values:
+        tie = arrival + timedelta(seconds=priority * aging_seconds)
+        if tie < ticket.created_at:
+            created = Q(created_at__lte=tie)
+        elif tie > ticket.created_at:
+            created = Q(created_at__lt=tie)
+        else:
+            created = Q(created_at__lt=tie) | Q(created_at=tie, id__lt=ticket.id)
+        ahead |= Q(priority=priority) & created
+    return ahead
+
+
 def ticket_queue_position(*, ticket: Ticket) -> int | None:
     """1-based place among the waiting tickets of the same language, in dispatch order; None
     once not waiting."""
     if ticket.status not in WAITING_STATUSES:
         return None
-    aging_seconds = DispatchPolicy.load().aging_seconds_per_priority
-    arrival = ticket_virtual_arrival(ticket=ticket, aging_seconds=aging_seconds)
-    ahead = tickets_in_dispatch_order(
-        Ticket.objects.filter(language=ticket.language, status__in=WAITING_STATUSES),
-        aging_seconds=aging_seconds,
-    ).filter(
-        Q(virtual_arrival__lt=arrival)
-        | Q(virtual_arrival=arrival, created_at__lt=ticket.created_at)
-        | Q(virtual_arrival=arrival, created_at=ticket.created_at, id__lt=ticket.id)
+    ahead = Ticket.objects.filter(language=ticket.language, status__in=WAITING_STATUSES).filter(
+        _ahead_in_dispatch_order(
+            ticket=ticket, aging_seconds=DispatchPolicy.load().aging_seconds_per_priority
+        )
     )
     return ahead.count() + 1
 

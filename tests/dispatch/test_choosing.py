@@ -448,3 +448,26 @@ def test_queue_position_follows_the_dispatchers_order(agent_factory, ticket_fact
     assert positions == {name: expected.index(name) + 1 for name in made}
     assert listed == [made[name] for name in expected]
     assert [offer.ticket for offer in drained] == [made[name] for name in expected]
+
+
+@pytest.mark.parametrize("aging_seconds", [1, 600])
+def test_queue_positions_and_the_dispatch_order_agree_through_every_kind_of_tie(
+    ticket_factory, aging_seconds
+):
+    # given: tickets of every priority created on a grid of whole aging steps, several at the
+    # very same instant, so that virtual arrivals tie across priorities and creation times tie
+    # within one
+    set_policy(aging_seconds_per_priority=aging_seconds)
+    rng = random.Random(7)
+    now = timezone.now()
+    for _ in range(24):
+        waiting_since(
+            ticket_factory(priority=rng.choice(Ticket.Priority.values)),
+            now - timedelta(seconds=aging_seconds * rng.randint(0, 4)),
+        )
+
+    # when
+    listed = list(tickets_waiting(language="en"))
+
+    # then: each ticket's position is its place in the dispatcher's order
+    assert [ticket_queue_position(ticket=ticket) for ticket in listed] == list(range(1, 25))
