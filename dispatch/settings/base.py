@@ -145,7 +145,12 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "gig-dispatch",
-        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        "OPTIONS": {
+            "socket_connect_timeout": 1,
+            "socket_timeout": 1,
+            # One pool per process, not one per request (see dispatch.cache).
+            "pool_class": "dispatch.cache.ProcessConnectionPool",
+        },
     }
 }
 
