@@ -55,6 +55,9 @@ def _database_is_up() -> bool:
         else:
             # Asked of the pool directly, with a probe's patience: through Django, a request
             # waits the pool's whole `timeout` for a connection when the database is gone.
+            # Django opens its pool with the process's first connection; a probe that comes
+            # before any other request opens it too, or a fresh process is never ready.
+            pool.open()
             with pool.connection(timeout=READINESS_TIMEOUT_SECONDS) as pooled:
                 pooled.execute("SELECT 1")
     # Error, not DatabaseError: a connection that broke under an earlier request raises

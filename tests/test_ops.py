@@ -50,6 +50,28 @@ def test_readyz_is_503_naming_redis_when_redis_is_down(client, settings):
 
 
 @pytest.mark.live
+@pytest.mark.postgres_only
+def test_a_fresh_web_process_is_ready_on_its_first_probe(tmp_path):
+    # given a web process that has served nothing yet, so its connection pool is not open
+    platform = Platform(
+        port=free_port(),
+        env=platform_env(STATIC_ROOT=str(tmp_path / "static")),
+        workdir=tmp_path,
+    )
+    try:
+        platform.start_web()
+
+        # when a load balancer's probe is its first request
+        response = httpx.get(f"{platform.url}/readyz", timeout=10)
+    finally:
+        platform.stop()
+
+    # then it is ready
+    assert response.status_code == 200
+    assert response.json() == {"database": "ok", "redis": "ok"}
+
+
+@pytest.mark.live
 def test_readyz_is_503_naming_the_database_when_it_is_down(tmp_path):
     # given a web process whose database does not answer
     platform = Platform(
