@@ -66,9 +66,8 @@ def _ahead_in_dispatch_order(*, ticket: Ticket, aging_seconds: int) -> Q:
     A ticket of priority p created at c arrives virtually at c - p × aging_seconds, so it comes
     first when created before this ticket's virtual arrival plus p × aging_seconds; created
     exactly then, it ties and the older one, then the lower id, goes first. Compared this way
-    the count reads the queue's index, and Django compiles four short conditions instead of
-    the virtual arrival's CASE three times over: that compilation was nearly half of an
-    escalation's time in the web process.
+    Django compiles four short conditions instead of the virtual arrival's CASE three times
+    over, which was nearly half of an escalation's time in the web process.
     """
     arrival = ticket_virtual_arrival(ticket=ticket, aging_seconds=aging_seconds)
     ahead = Q()
