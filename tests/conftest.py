@@ -23,8 +23,10 @@ def skip_or_fail(reason: str) -> None:
 
 @pytest.fixture(autouse=True)
 def _requirements(request):
-    if request.node.get_closest_marker("postgres_only") and connection.vendor != "postgresql":
-        skip_or_fail("needs PostgreSQL row locks: set DATABASE_URL to a PostgreSQL database")
+    postgres_only = request.node.get_closest_marker("postgres_only")
+    if postgres_only and connection.vendor != "postgresql":
+        needs = postgres_only.args[0] if postgres_only.args else "row locks"
+        skip_or_fail(f"needs PostgreSQL {needs}: set DATABASE_URL to a PostgreSQL database")
     if request.node.get_closest_marker("browser") and not shutil.which(CHROMIUM):
         skip_or_fail(f"needs Chromium at {CHROMIUM} (apt-get install chromium)")
 

@@ -50,7 +50,7 @@ def test_readyz_is_503_naming_redis_when_redis_is_down(client, settings):
 
 
 @pytest.mark.live
-@pytest.mark.postgres_only
+@pytest.mark.postgres_only("connection pooling")
 def test_a_fresh_web_process_is_ready_on_its_first_probe(tmp_path):
     # given a web process that has served nothing yet, so its connection pool is not open
     platform = Platform(
