@@ -12,7 +12,7 @@ An agent's score for a ticket is the weighted sum of five parts, each normalised
 - load: 1 - (assigned tickets + pending offers) / capacity.
 - cost: 1 - pay rate / the highest pay rate among active agents; 1 when no one is paid.
 
-dispatch.selectors computes the same total in SQL to keep only the best candidates of a large
+dispatch.candidates computes the same total in SQL to keep only the best candidates of a large
 pool; a test holds its cut to the order these scores give.
 """
 

@@ -4,32 +4,24 @@ from datetime import datetime, timedelta
 
 from django.db.models import (
     Avg,
-    Case,
     Count,
     Exists,
     F,
-    FloatField,
-    Func,
     IntegerField,
     Max,
-    Min,
     OuterRef,
     Q,
     QuerySet,
     Subquery,
     Sum,
-    Value,
-    When,
-    Window,
 )
-from django.db.models.expressions import Combinable
-from django.db.models.functions import Cast, Coalesce, Greatest
+from django.db.models.functions import Coalesce
 
-from agents.models import Agent, AgentConnection, AgentLanguage, AgentSkill
+from agents.models import Agent, AgentConnection, AgentSkill
 from tickets.models import Ticket
 from tickets.selectors import tickets_in_dispatch_order
 
-from . import scoring
+from . import candidates, scoring
 from .models import DispatchPolicy, Offer
 
 TicketSkill = Ticket.skills.through
@@ -99,67 +91,19 @@ def agents_routable(*, now: datetime, policy: DispatchPolicy) -> QuerySet[Agent]
     )
 
 
-@dataclass(frozen=True)
-class Eligibility:
-    """The hard filters' thresholds for one ticket at one moment, relaxed as it waits."""
-
-    min_proficiency: int
-    secondary_languages: bool
-
-
-def ticket_eligibility(*, ticket: Ticket, now: datetime, policy: DispatchPolicy) -> Eligibility:
-    """The relaxation steps: from relax_proficiency_after_seconds of waiting any proficiency in
-    the ticket's skills will do, from relax_language_after_seconds a secondary language too."""
-    waited = (now - ticket.created_at).total_seconds()
-    return Eligibility(
-        min_proficiency=(
-            1 if waited >= policy.relax_proficiency_after_seconds else policy.min_proficiency
-        ),
-        secondary_languages=waited >= policy.relax_language_after_seconds,
-    )
-
-
-def _offered_before(*, ticket=None, agent=None) -> Exists:
-    """Whether this agent had this ticket before; the side not given is the outer row."""
+def _offered_before(*, agent: Agent) -> Exists:
+    """Whether this agent had the outer ticket before (dispatch.candidates asks the same of
+    each agent for one ticket)."""
     # An offer or a held ticket taken away (the agent went offline, a coordinator moved it) is
     # not the agent's choice; a declined, missed or released one is, and the ticket never
     # returns to them.
     return Exists(
-        Offer.objects.filter(ticket=ticket or OuterRef("pk"), agent=agent or OuterRef("pk"))
+        Offer.objects.filter(ticket=OuterRef("pk"), agent=agent)
         .exclude(status=Offer.Status.REVOKED)
         .exclude(
             status=Offer.Status.ACCEPTED,
             revoke_reason__in=[Offer.RevokeReason.OFFLINE, Offer.RevokeReason.REASSIGNED],
         )
-    )
-
-
-def agents_eligible_for(
-    *, ticket: Ticket, skill_ids: list[int], now: datetime, policy: DispatchPolicy
-) -> QuerySet[Agent]:
-    """Routable agents who pass the ticket's hard filters, longest idle first; `skill_ids` are
-    the ticket's skills.
-
-    They speak its language (as a primary language until the language step relaxes it), have
-    every skill it needs at the required proficiency, and never declined, missed or released it.
-    """
-    eligibility = ticket_eligibility(ticket=ticket, now=now, policy=policy)
-    speaks = AgentLanguage.objects.filter(agent=OuterRef("pk"), code=ticket.language)
-    if not eligibility.secondary_languages:
-        speaks = speaks.filter(is_primary=True)
-    agents = agents_routable(now=now, policy=policy).filter(Exists(speaks))
-    for skill_id in skill_ids:
-        agents = agents.filter(
-            Exists(
-                AgentSkill.objects.filter(
-                    agent=OuterRef("pk"),
-                    skill_id=skill_id,
-                    proficiency__gte=eligibility.min_proficiency,
-                )
-            )
-        )
-    return agents.exclude(_offered_before(ticket=ticket)).order_by(
-        F("idle_since").asc(nulls_first=True), "created_at", "pk"
     )
 
 
@@ -202,157 +146,13 @@ class Candidate:
     score: scoring.Score
 
 
-def _skill_ids(ticket: Ticket) -> list[int]:
-    # all(), not values_list(): a ticket read with its skills prefetched costs no query here.
-    return [skill.pk for skill in ticket.skills.all()]
-
-
-class EpochSeconds(Func):
-    """A datetime as float seconds since the Unix epoch, on PostgreSQL and SQLite alike."""
-
-    template = "date_part('epoch', %(expressions)s)"
-    output_field = FloatField()
-
-    def as_sqlite(self, compiler, connection, **extra_context):
-        # SQLite keeps datetimes as UTC text; julianday() reads it in days since 4714 BC.
-        return self.as_sql(
-            compiler,
-            connection,
-            template="((julianday(%(expressions)s) - 2440587.5) * 86400.0)",
-            **extra_context,
-        )
-
-
-def _as_float(expression) -> Cast:
-    return Cast(expression, FloatField())
-
-
-def _on_scale(expression, lowest: int, highest: int):
-    return (expression - Value(float(lowest))) / Value(float(highest - lowest))
-
-
-def _rated_in_window(*, now: datetime, policy: DispatchPolicy) -> QuerySet[Ticket]:
-    """The outer agent's rated tickets in the quality window, grouped by agent."""
-    return (
-        _quality_window(now=now, policy=policy)
-        .filter(agent=OuterRef("pk"))
-        .order_by()
-        .values("agent")
+def _score(row: candidates.Row, *, now: datetime, policy: DispatchPolicy) -> scoring.Score:
+    return scoring.score(
+        row.inputs(now=now),
+        weights=policy_weights(policy),
+        pool=row.pool,
+        longest_idle_seconds=row.longest_idle_seconds(now=now),
     )
-
-
-# What routing reads of each candidate: dispatch.scoring's inputs.
-_INPUT_COLUMNS = (
-    "pk",
-    "capacity",
-    "pay_rate",
-    "idle_since",
-    "load",
-    "ratings_count",
-    "ratings_sum",
-    "proficiency",
-)
-
-
-def _with_inputs(
-    agents: QuerySet[Agent], *, skill_ids: list[int], now: datetime, policy: DispatchPolicy
-) -> QuerySet[Agent]:
-    """Eligible agents (see agents_eligible_for, which gives `load`) annotated with the rest of
-    their scoring inputs: their ratings in the quality window and their mean proficiency in
-    the ticket's skills."""
-    rated = _rated_in_window(now=now, policy=policy)
-    return agents.annotate(
-        ratings_count=_count(rated),
-        ratings_sum=Coalesce(
-            Subquery(
-                rated.annotate(total=Sum("csat_score")).values("total"),
-                output_field=IntegerField(),
-            ),
-            0,
-        ),
-        proficiency=_as_float(
-            Subquery(
-                AgentSkill.objects.filter(agent=OuterRef("pk"), skill_id__in=skill_ids)
-                .order_by()
-                .values("agent")
-                .annotate(mean=Avg("proficiency"))
-                .values("mean")
-            )
-        ),
-    )
-
-
-def _total(
-    *, skill_ids: list[int], now: datetime, policy: DispatchPolicy, pool: scoring.Pool
-) -> Combinable:
-    """dispatch.scoring's total as SQL, over the columns of _with_inputs and the window
-    column `earliest_idle` (the earliest idle_since among the eligible agents: the longest
-    idle among those who had work is since then).
-
-    It only orders the candidates: the scores routing records are computed by dispatch.scoring
-    from the columns read, and tests hold the two orders equal.
-    """
-    weights = policy_weights(policy)
-    prior_mean = pool.csat_mean if pool.csat_mean is not None else scoring.NEUTRAL_CSAT
-    prior = Value(float(pool.prior_ratings))
-    # scoring.shrunk_quality from one lookup of the agent's ratings; an agent without any in
-    # the window is at the pool's mean.
-    quality = Coalesce(
-        _as_float(
-            Subquery(
-                _rated_in_window(now=now, policy=policy)
-                .annotate(
-                    shrunk=(Value(prior_mean) * prior + _as_float(Sum("csat_score")))
-                    / (prior + Count("pk"))
-                )
-                .values("shrunk")
-            )
-        ),
-        Value(prior_mean),
-    )
-    if skill_ids:
-        proficiency = _on_scale(
-            F("proficiency"), scoring.PROFICIENCY_LOWEST, scoring.PROFICIENCY_HIGHEST
-        )
-    else:
-        proficiency = Value(1.0)
-    now_seconds = Value(now.timestamp())
-    idle = Case(
-        When(Q(idle_since__isnull=True) | Q(earliest_idle__gte=now), then=Value(1.0)),
-        default=Greatest(now_seconds - EpochSeconds("idle_since"), Value(0.0))
-        / (now_seconds - EpochSeconds("earliest_idle")),
-    )
-    # Eligible agents are under capacity, so their capacity is at least 1.
-    load = Value(1.0) - _as_float("load") / F("capacity")
-    if pool.highest_pay_rate > 0:
-        cost = Value(1.0) - _as_float("pay_rate") / Value(pool.highest_pay_rate)
-    else:
-        cost = Value(1.0)
-    return (
-        Value(weights.quality) * _on_scale(quality, scoring.CSAT_LOWEST, scoring.CSAT_HIGHEST)
-        + Value(weights.proficiency) * proficiency
-        + Value(weights.idle) * idle
-        + Value(weights.load) * load
-        + Value(weights.cost) * cost
-    )
-
-
-def _inputs(row, *, skill_ids: list[int], now: datetime) -> scoring.CandidateInputs:
-    return scoring.CandidateInputs(
-        ratings_count=row.ratings_count,
-        ratings_sum=row.ratings_sum,
-        proficiency=row.proficiency if skill_ids else None,
-        idle_seconds=(now - row.idle_since).total_seconds() if row.idle_since is not None else None,
-        load=row.load,
-        capacity=row.capacity,
-        pay_rate=float(row.pay_rate),
-    )
-
-
-def _longest_idle_seconds(*, earliest: datetime | None, now: datetime) -> float:
-    """The longest idle among the eligible agents who had work, since the earliest
-    idle_since among them; 0 when none had."""
-    return (now - earliest).total_seconds() if earliest is not None else 0.0
 
 
 def agents_ranked_for(
@@ -362,46 +162,29 @@ def agents_ranked_for(
     first; equal scores keep the eligibility order (the longest idle first, never busy before
     all, then the earliest to join).
 
-    The database scores every eligible agent and keeps the best `limit`: routing tries the
-    first few of a thousand, and reading a thousand rows into Python cost more than the
-    whole query.
+    The database scores every eligible agent and keeps the best `limit` (see
+    dispatch.candidates): routing tries the first few of a thousand, and reading a thousand
+    rows into Python cost more than the whole query.
     """
-    skill_ids = _skill_ids(ticket)
-    pool = routing_pool(now=now, policy=policy)
-    eligible = agents_eligible_for(ticket=ticket, skill_ids=skill_ids, now=now, policy=policy)
-    rows = (
-        _with_inputs(eligible, skill_ids=skill_ids, now=now, policy=policy)
-        .annotate(earliest_idle=Window(Min("idle_since")))
-        .annotate(total=_total(skill_ids=skill_ids, now=now, policy=policy, pool=pool))
-        .order_by(F("total").desc(), *eligible.query.order_by)
-        .values_list(*_INPUT_COLUMNS, "created_at", "earliest_idle", named=True)[:limit]
-    )
-    weights = policy_weights(policy)
     scored = [
-        (
-            scoring.score(
-                _inputs(row, skill_ids=skill_ids, now=now),
-                weights=weights,
-                pool=pool,
-                longest_idle_seconds=_longest_idle_seconds(earliest=row.earliest_idle, now=now),
-            ),
-            row,
+        (_score(row, now=now, policy=policy), row)
+        for row in candidates.eligible_agents_read(
+            ticket=ticket, now=now, policy=policy, limit=limit
         )
-        for row in rows
     ]
     # The database's float sums may differ from these in the last bits, enough to part two
     # equal scores: the kept candidates are ordered here by their recorded scores, then in
-    # agents_eligible_for's order (idle_since, never busy first; created_at; pk).
+    # the eligibility order (idle_since, never busy first; created_at; pk).
     scored.sort(
         key=lambda pair: (
             -pair[0].total,
             pair[1].idle_since is not None,
             pair[1].idle_since,
             pair[1].created_at,
-            pair[1].pk,
+            pair[1].agent_id,
         )
     )
-    return [Candidate(row.pk, score) for score, row in scored]
+    return [Candidate(row.agent_id, score) for score, row in scored]
 
 
 def agent_score_for(
@@ -409,25 +192,13 @@ def agent_score_for(
 ) -> scoring.Score | None:
     """This agent's score among the ticket's eligible agents; None when not one of them.
 
-    The others count only through the longest idle time among them, read as one aggregate,
-    not as a row each.
+    The others count only through the longest idle time among them, read in the same
+    statement, not as a row each.
     """
-    skill_ids = _skill_ids(ticket)
-    eligible = agents_eligible_for(ticket=ticket, skill_ids=skill_ids, now=now, policy=policy)
-    rows = list(
-        _with_inputs(
-            eligible.filter(pk=agent_id), skill_ids=skill_ids, now=now, policy=policy
-        ).values_list(*_INPUT_COLUMNS, named=True)
+    rows = candidates.eligible_agents_read(
+        ticket=ticket, now=now, policy=policy, limit=1, agent_id=agent_id
     )
-    if not rows:
-        return None
-    earliest = eligible.aggregate(earliest=Min("idle_since"))["earliest"]
-    return scoring.score(
-        _inputs(rows[0], skill_ids=skill_ids, now=now),
-        weights=policy_weights(policy),
-        pool=routing_pool(now=now, policy=policy),
-        longest_idle_seconds=_longest_idle_seconds(earliest=earliest, now=now),
-    )
+    return _score(rows[0], now=now, policy=policy) if rows else None
 
 
 @dataclass(frozen=True)
@@ -472,7 +243,7 @@ def agents_quality(
 def tickets_waiting_for(*, agent: Agent, now: datetime, policy: DispatchPolicy) -> QuerySet[Ticket]:
     """Queued tickets this agent passes the hard filters for, in dispatch order.
 
-    The same filters as agents_eligible_for, seen from the agent's side, each relaxation step
+    The same filters as dispatch.candidates, seen from the agent's side, each relaxation step
     applying to the tickets that have waited long enough for it.
     """
     languages = list(agent.languages.values_list("code", "is_primary"))

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from agents.models import Agent, AgentLanguage
 from dispatch.models import DispatchPolicy, Offer
-from dispatch.selectors import agents_ranked_for
+from dispatch.selectors import agent_score_for, agents_ranked_for
 from dispatch.services import agent_drain, ticket_route
 from tickets.models import Ticket
 from tickets.selectors import ticket_queue_position, tickets_waiting
@@ -309,6 +309,52 @@ def test_the_database_keeps_the_best_candidates_that_the_scores_rank_first(
     assert len(everyone) == 24
     assert totals == sorted(totals, reverse=True)
     assert cuts == {k: everyone[:k] for k in (1, 5, 12)}
+
+
+def test_a_drain_scores_each_agent_as_routing_ranks_it_and_skips_the_ineligible(
+    agent_factory, ticket_factory
+):
+    # given: a dozen eligible agents that differ in every part of the score, one without the
+    # ticket's skill and one who declined it
+    rng = random.Random(11)
+    now = timezone.now()
+    eligible = []
+    for n in range(12):
+        agent = agent_factory(
+            online=True,
+            capacity=3,
+            pay_rate=Decimal(rng.randint(10, 30)),
+            skills={"refunds": rng.randint(3, 5), "billing": rng.randint(3, 5)},
+        )
+        idle_since = None if n % 5 == 0 else now - timedelta(seconds=rng.randint(1, 3600))
+        Agent.objects.filter(pk=agent.pk).update(idle_since=idle_since)
+        rated(ticket_factory, agent, *[rng.randint(1, 5) for _ in range(rng.randint(0, 4))])
+        for _ in range(rng.randint(0, 2)):
+            ticket_factory(status=Ticket.Status.ASSIGNED, agent=agent)
+        eligible.append(agent)
+    unskilled = agent_factory(online=True, skills={"refunds": 5})
+    ticket = ticket_factory(skills=["refunds", "billing"])
+    decliner = agent_factory(online=True, skills={"refunds": 5, "billing": 5})
+    Offer.objects.create(
+        ticket=ticket, agent=decliner, status=Offer.Status.DECLINED, expires_at=now
+    )
+    policy = DispatchPolicy.load()
+
+    # when
+    ranked = agents_ranked_for(ticket=ticket, now=now, policy=policy, limit=100)
+    drained = {
+        agent.pk: agent_score_for(ticket=ticket, agent_id=agent.pk, now=now, policy=policy)
+        for agent in [*eligible, unskilled, decliner]
+    }
+
+    # then: the same score for each eligible agent, measured against all of them, and none
+    # for the other two
+    assert {candidate.agent_id for candidate in ranked} == {agent.pk for agent in eligible}
+    assert drained == {
+        **{candidate.agent_id: candidate.score for candidate in ranked},
+        unskilled.pk: None,
+        decliner.pk: None,
+    }
 
 
 def test_equal_scores_keep_the_order_in_which_the_agents_joined(agent_factory, ticket_factory):
