@@ -131,6 +131,20 @@ _PROFICIENCY = """(SELECT CAST(AVG(s.proficiency) AS {float}) FROM agents_agents
      WHERE s.agent_id = e.id AND s.skill_id IN (SELECT skill_id FROM needs))"""
 
 
+# One agent's room, re-read under its lock: its load and whether it is connected, read at the
+# same instant.
+_ROOM_STATEMENT = """
+SELECT
+    (SELECT COUNT(*) FROM tickets_ticket t
+     WHERE t.agent_id = %(agent)s AND t.status = %(assigned)s)
+    + (SELECT COUNT(*) FROM dispatch_offer o
+       WHERE o.agent_id = %(agent)s AND o.status = %(pending)s),
+    EXISTS (
+        SELECT 1 FROM agents_agentconnection c
+        WHERE c.agent_id = %(agent)s AND c.last_heartbeat_at >= %(fresh_since)s)
+"""
+
+
 @cache
 def _statement(vendor: str, *, one_agent: bool) -> str:
     dialect = _DIALECTS[vendor]
@@ -210,6 +224,26 @@ def _datetime(value) -> datetime | None:
     if value is not None and timezone.is_naive(value):
         value = value.replace(tzinfo=UTC)
     return value
+
+
+def agent_load_and_connected_read(
+    *, agent: Agent, now: datetime, policy: DispatchPolicy
+) -> tuple[int, bool]:
+    """The agent's load (assigned tickets plus pending offers) and whether it has a connection
+    fresh within the heartbeat time-out, in one statement."""
+    fresh_since = now - timedelta(seconds=policy.heartbeat_timeout_seconds)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _ROOM_STATEMENT,
+            {
+                "agent": Agent._meta.pk.get_db_prep_value(agent.pk, connection),
+                "assigned": Ticket.Status.ASSIGNED.value,
+                "pending": Offer.Status.PENDING.value,
+                "fresh_since": connection.ops.adapt_datetimefield_value(fresh_since),
+            },
+        )
+        load, connected = cursor.fetchone()
+    return load, bool(connected)
 
 
 def eligible_agents_read(

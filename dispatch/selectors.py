@@ -61,16 +61,7 @@ def agent_room(*, agent: Agent, now: datetime, policy: DispatchPolicy) -> int:
     routing), so its own columns are not read again."""
     if agent.account_state != Agent.AccountState.ACTIVE or agent.status != Agent.Status.AVAILABLE:
         return 0
-    fresh_since = now - timedelta(seconds=policy.heartbeat_timeout_seconds)
-    load, connected = (
-        agents_with_load()
-        .filter(pk=agent.pk)
-        .values_list(
-            "load",
-            Exists(AgentConnection.objects.filter(agent=agent, last_heartbeat_at__gte=fresh_since)),
-        )
-        .get()
-    )
+    load, connected = candidates.agent_load_and_connected_read(agent=agent, now=now, policy=policy)
     return max(agent.capacity - load, 0) if connected else 0
 
 
