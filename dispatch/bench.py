@@ -406,9 +406,10 @@ class Bench:
 
 def platform_processes(url: str) -> dict[str, list[psutil.Process]]:
     """The server and worker processes of the platform under test, found by their command
-    lines: the ASGI server serving `url`'s port, and the Celery workers on this machine that
-    use the same broker as this command (`REDIS_URL`), so that other platforms running here,
-    a test suite's for one, are not counted."""
+    lines: the ASGI server serving `url`'s port with its worker processes (`WEB_CONCURRENCY`),
+    and the Celery workers on this machine that use the same broker as this command
+    (`REDIS_URL`), so that other platforms running here, a test suite's for one, are not
+    counted."""
     port = str(urlsplit(url).port or 80)
     found: dict[str, list[psutil.Process]] = {"server": [], "worker": []}
     for process in psutil.process_iter(["cmdline"]):
@@ -416,7 +417,8 @@ def platform_processes(url: str) -> dict[str, list[psutil.Process]]:
         line = " ".join(arguments)
         with contextlib.suppress(psutil.Error):
             if "dispatch.asgi:application" in line and _port_argument(arguments) == port:
-                found["server"].append(process)
+                # Uvicorn's workers are spawned, with a command line of their own.
+                found["server"] += [process, *process.children(recursive=True)]
             elif (
                 "celery" in line
                 and " worker" in line

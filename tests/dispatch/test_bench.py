@@ -2,13 +2,19 @@
 the timings."""
 
 import json
+import re
 
 import pytest
 from django.core.management import call_command
 
+from dispatch.bench import platform_processes
+from dispatch.embedded_redis import free_port
+from tests.live import Platform, platform_env, wait_for
 from tickets.models import Ticket
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+
+WORKER_STARTED = re.compile(r"Started server process \[(\d+)\]")
 
 
 def test_a_small_benchmark_run_counts_every_escalation_once(live_platform, tmp_path, capsys):
@@ -49,3 +55,30 @@ def test_a_small_benchmark_run_counts_every_escalation_once(live_platform, tmp_p
     printed = capsys.readouterr().out
     assert "lost tickets: 0, double-held tickets: 0" in printed
     assert f"JSON written to {out}" in printed
+
+
+def test_the_server_measured_includes_every_web_worker_process(tmp_path):
+    # given a web server started with two worker processes, as WEB_CONCURRENCY asks
+    platform = Platform(
+        port=free_port(),
+        env=platform_env(WEB_CONCURRENCY="2", STATIC_ROOT=str(tmp_path / "static")),
+        workdir=tmp_path,
+    )
+    try:
+        web = platform.start_web()
+        workers = wait_for(
+            lambda: (
+                len(started := WORKER_STARTED.findall(web.log.read_text())) == 2
+                and {int(pid) for pid in started}
+            ),
+            timeout=30,
+            what="two web workers",
+        )
+
+        # when
+        found = {process.pid for process in platform_processes(platform.url)["server"]}
+    finally:
+        platform.stop()
+
+    # then the parent and both workers, whose command lines do not name the application
+    assert {web.popen.pid, *workers} <= found
