@@ -1,9 +1,11 @@
-"""A ticket's eligible agents with their scoring inputs, read in one SQL statement.
+"""A ticket's eligible agents with their scoring inputs, read in one SQL statement, and a
+locked agent's room, read in another.
 
-Routing reads them on every step and a drain on every ticket it offers. Written with the ORM,
-the statement cost Django more to build and compile than PostgreSQL took to run it (~12 of a
-~26 ms routing step over 50 agents), so it is written here once, per database vendor, and only
-its parameters change from call to call.
+Routing reads the first on every step and a drain on every ticket it offers; both re-read the
+room of the agent they lock. Written with the ORM, these statements cost Django more to build
+and compile than PostgreSQL took to run them (~12 of a ~26 ms routing step over 50 agents for
+the first), so they are written here once, per database vendor, and only their parameters
+change from call to call.
 
 The statement applies the hard filters (routable: active, available, connected and under
 capacity; speaks the ticket's language, as a primary language until the language step relaxes
