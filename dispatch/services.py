@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import prefetch_related_objects
 from django.utils import timezone
 
 from agents.events import agent_status_board_frame, status_frame
@@ -229,8 +228,6 @@ def ticket_route(*, ticket_id: uuid.UUID) -> Offer | None:
     ticket = lock_ticket(ticket_id)
     if ticket is None or ticket.status != Ticket.Status.QUEUED:
         return None
-    # Read once for the candidates' filter and again for the offer's frame.
-    prefetch_related_objects([ticket], "skills")
     policy = DispatchPolicy.load()
     now = timezone.now()
     _ticket_flag_sla_breach(ticket=ticket, policy=policy, now=now)
