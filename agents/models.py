@@ -84,7 +84,11 @@ class Agent(models.Model):
 
     class Meta:
         ordering = ["display_name"]
-        indexes = [models.Index(fields=["account_state", "status"])]
+        indexes = [
+            models.Index(fields=["account_state", "status"]),
+            # A drain finds the longest idle eligible agent by reading agents in this order.
+            models.Index(fields=["idle_since"]),
+        ]
 
     def __str__(self) -> str:
         return self.display_name

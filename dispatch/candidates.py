@@ -68,34 +68,7 @@ WITH pool AS {materialized} (
 needs AS {materialized} (
     SELECT skill_id FROM tickets_ticket_skills WHERE ticket_id = %(ticket)s
 ),
-routable AS {materialized} (
-    SELECT a.id, a.capacity, a.pay_rate, a.idle_since, a.created_at,
-        (SELECT COUNT(*) FROM tickets_ticket t WHERE t.agent_id = a.id AND t.status = %(assigned)s)
-        + (SELECT COUNT(*) FROM dispatch_offer o WHERE o.agent_id = a.id AND o.status = %(pending)s)
-        AS load
-    FROM agents_agent a
-    WHERE a.account_state = %(active)s AND a.status = %(available)s
-      AND EXISTS (
-        SELECT 1 FROM agents_agentconnection c
-        WHERE c.agent_id = a.id AND c.last_heartbeat_at >= %(fresh_since)s)
-      AND EXISTS (
-        SELECT 1 FROM agents_agentlanguage l
-        WHERE l.agent_id = a.id AND l.code = %(language)s AND (l.is_primary OR %(secondary)s))
-      AND NOT EXISTS (
-        SELECT 1 FROM needs WHERE NOT EXISTS (
-            SELECT 1 FROM agents_agentskill s
-            WHERE s.agent_id = a.id AND s.skill_id = needs.skill_id
-              AND s.proficiency >= %(min_proficiency)s))
-      AND NOT EXISTS (
-        SELECT 1 FROM dispatch_offer o
-        WHERE o.agent_id = a.id AND o.ticket_id = %(ticket)s AND o.status <> %(revoked)s
-          AND NOT (o.status = %(accepted)s
-                   AND o.revoke_reason IN (%(offline)s, %(reassigned)s)))
-),
-eligible AS {materialized} (
-    SELECT r.*, MIN(r.idle_since) OVER () AS earliest_idle FROM routable r
-    WHERE r.load < r.capacity
-)
+{eligible}
 SELECT e.id, e.capacity, e.pay_rate, e.idle_since, e.created_at, e.load,
     (SELECT COUNT(*) FROM tickets_ticket t
      WHERE t.agent_id = e.id AND {rated}) AS ratings_count,
@@ -104,7 +77,6 @@ SELECT e.id, e.capacity, e.pay_rate, e.idle_since, e.created_at, e.load,
     {proficiency} AS proficiency,
     e.earliest_idle, pool.csat_mean, pool.highest_pay_rate
 FROM eligible e CROSS JOIN pool
-{only_agent}
 ORDER BY
     %(weight_quality)s * ((COALESCE(
         (SELECT (COALESCE(pool.csat_mean, %(neutral_csat)s) * %(prior)s + SUM(t.csat_score))
@@ -122,6 +94,61 @@ ORDER BY
     e.idle_since ASC NULLS FIRST, e.created_at ASC, e.id ASC
 LIMIT %(limit)s
 """
+
+# Whether agent `a` may take the ticket, but for its room: active, available, connected, speaks
+# the ticket's language, holds every skill it needs and never declined, missed or released it.
+_MAY_TAKE = """a.account_state = %(active)s AND a.status = %(available)s
+      AND EXISTS (
+        SELECT 1 FROM agents_agentconnection c
+        WHERE c.agent_id = a.id AND c.last_heartbeat_at >= %(fresh_since)s)
+      AND EXISTS (
+        SELECT 1 FROM agents_agentlanguage l
+        WHERE l.agent_id = a.id AND l.code = %(language)s AND (l.is_primary OR %(secondary)s))
+      AND NOT EXISTS (
+        SELECT 1 FROM needs WHERE NOT EXISTS (
+            SELECT 1 FROM agents_agentskill s
+            WHERE s.agent_id = a.id AND s.skill_id = needs.skill_id
+              AND s.proficiency >= %(min_proficiency)s))
+      AND NOT EXISTS (
+        SELECT 1 FROM dispatch_offer o
+        WHERE o.agent_id = a.id AND o.ticket_id = %(ticket)s AND o.status <> %(revoked)s
+          AND NOT (o.status = %(accepted)s
+                   AND o.revoke_reason IN (%(offline)s, %(reassigned)s)))"""
+
+# Agent `a`'s load: assigned tickets plus pending offers.
+_LOAD = """((SELECT COUNT(*) FROM tickets_ticket t
+         WHERE t.agent_id = a.id AND t.status = %(assigned)s)
+        + (SELECT COUNT(*) FROM dispatch_offer o
+           WHERE o.agent_id = a.id AND o.status = %(pending)s))"""
+
+# Every eligible agent, with the earliest idle_since among them as a window.
+_EVERY_ELIGIBLE = """routable AS {materialized} (
+    SELECT a.id, a.capacity, a.pay_rate, a.idle_since, a.created_at, {load} AS load
+    FROM agents_agent a
+    WHERE {may_take}
+),
+eligible AS {materialized} (
+    SELECT r.*, MIN(r.idle_since) OVER () AS earliest_idle FROM routable r
+    WHERE r.load < r.capacity
+)"""
+
+# One agent if eligible, with the earliest idle_since among every eligible agent: read in
+# idle_since order (an index) up to the first agent eligible, not by checking every agent.
+_ONE_ELIGIBLE = """routable AS {materialized} (
+    SELECT a.id, a.capacity, a.pay_rate, a.idle_since, a.created_at, {load} AS load
+    FROM agents_agent a
+    WHERE a.id = %(agent)s AND {may_take}
+),
+eligible AS {materialized} (
+    SELECT r.*, (
+        SELECT a.idle_since FROM agents_agent a
+        WHERE a.idle_since IS NOT NULL AND {may_take} AND {load} < a.capacity
+        ORDER BY a.idle_since LIMIT 1
+    ) AS earliest_idle
+    FROM routable r
+    WHERE r.load < r.capacity
+)"""
+
 
 # An agent's rated tickets in the quality window, for `t` correlated to an eligible agent `e`.
 _RATED = (
@@ -150,7 +177,11 @@ SELECT
 @cache
 def _statement(vendor: str, *, one_agent: bool) -> str:
     dialect = _DIALECTS[vendor]
+    eligible = (_ONE_ELIGIBLE if one_agent else _EVERY_ELIGIBLE).format(
+        materialized=dialect["materialized"], load=_LOAD, may_take=_MAY_TAKE
+    )
     return _STATEMENT.format(
+        eligible=eligible,
         rated=_RATED,
         proficiency=_PROFICIENCY.format(float=dialect["float"]),
         float=dialect["float"],
@@ -158,7 +189,6 @@ def _statement(vendor: str, *, one_agent: bool) -> str:
         greatest=dialect["greatest"],
         idle_seconds=dialect["epoch"].format("e.idle_since"),
         earliest_seconds=dialect["epoch"].format("e.earliest_idle"),
-        only_agent="WHERE e.id = %(agent)s" if one_agent else "",
     )
 
 

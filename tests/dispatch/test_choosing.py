@@ -314,8 +314,9 @@ def test_the_database_keeps_the_best_candidates_that_the_scores_rank_first(
 def test_a_drain_scores_each_agent_as_routing_ranks_it_and_skips_the_ineligible(
     agent_factory, ticket_factory
 ):
-    # given: a dozen eligible agents that differ in every part of the score, one without the
-    # ticket's skill and one who declined it
+    # given: a dozen eligible agents that differ in every part of the score, and four who
+    # have been idle longer than any of them but may not take the ticket: one without its
+    # skill, one who declined it, one at capacity and one offline
     rng = random.Random(11)
     now = timezone.now()
     eligible = []
@@ -332,9 +333,13 @@ def test_a_drain_scores_each_agent_as_routing_ranks_it_and_skips_the_ineligible(
         for _ in range(rng.randint(0, 2)):
             ticket_factory(status=Ticket.Status.ASSIGNED, agent=agent)
         eligible.append(agent)
-    unskilled = agent_factory(online=True, skills={"refunds": 5})
+    both = {"refunds": 5, "billing": 5}
+    unskilled = agent_factory(online=True, skills={"refunds": 5}, idle_since=ago(hours=2))
+    decliner = agent_factory(online=True, skills=both, idle_since=ago(hours=3))
+    full = agent_factory(online=True, skills=both, capacity=1, idle_since=ago(hours=4))
+    ticket_factory(status=Ticket.Status.ASSIGNED, agent=full)
+    offline = agent_factory(skills=both, idle_since=ago(hours=5))
     ticket = ticket_factory(skills=["refunds", "billing"])
-    decliner = agent_factory(online=True, skills={"refunds": 5, "billing": 5})
     Offer.objects.create(
         ticket=ticket, agent=decliner, status=Offer.Status.DECLINED, expires_at=now
     )
@@ -344,16 +349,18 @@ def test_a_drain_scores_each_agent_as_routing_ranks_it_and_skips_the_ineligible(
     ranked = agents_ranked_for(ticket=ticket, now=now, policy=policy, limit=100)
     drained = {
         agent.pk: agent_score_for(ticket=ticket, agent_id=agent.pk, now=now, policy=policy)
-        for agent in [*eligible, unskilled, decliner]
+        for agent in [*eligible, unskilled, decliner, full, offline]
     }
 
-    # then: the same score for each eligible agent, measured against all of them, and none
-    # for the other two
+    # then: the same score for each eligible agent, measured against the eligible alone, and
+    # none for the other four
     assert {candidate.agent_id for candidate in ranked} == {agent.pk for agent in eligible}
     assert drained == {
         **{candidate.agent_id: candidate.score for candidate in ranked},
         unskilled.pk: None,
         decliner.pk: None,
+        full.pk: None,
+        offline.pk: None,
     }
 
 
