@@ -259,9 +259,9 @@ def agent_drain(*, agent_id: uuid.UUID) -> list[Offer]:
     if room == 0:
         return offers
     now = timezone.now()
-    waiting = tickets_waiting_for(agent=agent, now=now, policy=policy)
-    for waiting_ticket in waiting[: room + CANDIDATES_PER_STEP]:
-        ticket = lock_ticket(waiting_ticket.pk, skip_locked=True)
+    waiting = tickets_waiting_for(agent=agent, now=now, policy=policy).values_list("pk", flat=True)
+    for ticket_id in waiting[: room + CANDIDATES_PER_STEP]:
+        ticket = lock_ticket(ticket_id, skip_locked=True)
         if ticket is None or ticket.status != Ticket.Status.QUEUED:
             continue
         score = agent_score_for(ticket=ticket, agent_id=agent.pk, now=now, policy=policy)
