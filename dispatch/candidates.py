@@ -95,12 +95,21 @@ ORDER BY
 LIMIT %(limit)s
 """
 
+# Whether agent `a` has a connection fresh within the heartbeat time-out.
+_CONNECTED = """EXISTS (
+        SELECT 1 FROM agents_agentconnection c
+        WHERE c.agent_id = a.id AND c.last_heartbeat_at >= %(fresh_since)s)"""
+
+# Agent `a`'s load: assigned tickets plus pending offers.
+_LOAD = """((SELECT COUNT(*) FROM tickets_ticket t
+         WHERE t.agent_id = a.id AND t.status = %(assigned)s)
+        + (SELECT COUNT(*) FROM dispatch_offer o
+           WHERE o.agent_id = a.id AND o.status = %(pending)s))"""
+
 # Whether agent `a` may take the ticket, but for its room: active, available, connected, speaks
 # the ticket's language, holds every skill it needs and never declined, missed or released it.
-_MAY_TAKE = """a.account_state = %(active)s AND a.status = %(available)s
-      AND EXISTS (
-        SELECT 1 FROM agents_agentconnection c
-        WHERE c.agent_id = a.id AND c.last_heartbeat_at >= %(fresh_since)s)
+_MAY_TAKE = f"""a.account_state = %(active)s AND a.status = %(available)s
+      AND {_CONNECTED}
       AND EXISTS (
         SELECT 1 FROM agents_agentlanguage l
         WHERE l.agent_id = a.id AND l.code = %(language)s AND (l.is_primary OR %(secondary)s))
@@ -114,12 +123,6 @@ _MAY_TAKE = """a.account_state = %(active)s AND a.status = %(available)s
         WHERE o.agent_id = a.id AND o.ticket_id = %(ticket)s AND o.status <> %(revoked)s
           AND NOT (o.status = %(accepted)s
                    AND o.revoke_reason IN (%(offline)s, %(reassigned)s)))"""
-
-# Agent `a`'s load: assigned tickets plus pending offers.
-_LOAD = """((SELECT COUNT(*) FROM tickets_ticket t
-         WHERE t.agent_id = a.id AND t.status = %(assigned)s)
-        + (SELECT COUNT(*) FROM dispatch_offer o
-           WHERE o.agent_id = a.id AND o.status = %(pending)s))"""
 
 # Every eligible agent, with the earliest idle_since among them as a window.
 _EVERY_ELIGIBLE = """routable AS {materialized} (
@@ -162,16 +165,7 @@ _PROFICIENCY = """(SELECT CAST(AVG(s.proficiency) AS {float}) FROM agents_agents
 
 # One agent's room, re-read under its lock: its load and whether it is connected, read at the
 # same instant.
-_ROOM_STATEMENT = """
-SELECT
-    (SELECT COUNT(*) FROM tickets_ticket t
-     WHERE t.agent_id = %(agent)s AND t.status = %(assigned)s)
-    + (SELECT COUNT(*) FROM dispatch_offer o
-       WHERE o.agent_id = %(agent)s AND o.status = %(pending)s),
-    EXISTS (
-        SELECT 1 FROM agents_agentconnection c
-        WHERE c.agent_id = %(agent)s AND c.last_heartbeat_at >= %(fresh_since)s)
-"""
+_ROOM_STATEMENT = f"SELECT {_LOAD}, {_CONNECTED} FROM agents_agent a WHERE a.id = %(agent)s"
 
 
 @cache
