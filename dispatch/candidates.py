@@ -1,11 +1,11 @@
-"""A ticket's eligible agents with their scoring inputs, read in one SQL statement, and a
-locked agent's room, read in another.
+"""What routing reads on every step, in hand-written SQL: a ticket's eligible agents with their
+scoring inputs, the waiting tickets an agent may take, and a locked agent's room.
 
-Routing reads the first on every step and a drain on every ticket it offers; both re-read the
-room of the agent they lock. Written with the ORM, these statements cost Django more to build
-and compile than PostgreSQL took to run them (~12 of a ~26 ms routing step over 50 agents for
-the first), so they are written here once, per database vendor, and only their parameters
-change from call to call.
+Routing reads the first on every step and a drain on every ticket it offers; a drain reads the
+second once; both re-read the room of the agent they lock. Written with the ORM, these
+statements cost Django more to build and compile than PostgreSQL took to run them (~12 of a
+~26 ms routing step over 50 agents for the first), so they are written here once, per database
+vendor, and only their parameters change from call to call.
 
 The statement applies the hard filters (routable: active, available, connected and under
 capacity; speaks the ticket's language, as a primary language until the language step relaxes
@@ -41,6 +41,8 @@ _DIALECTS = {
         "epoch": "date_part('epoch', {})",
         "greatest": "GREATEST",
         "materialized": "MATERIALIZED",
+        # Exact: since PostgreSQL 14, EXTRACT gives numeric, not a float.
+        "epoch_microseconds": "CAST(EXTRACT(EPOCH FROM {0}) * 1000000 AS bigint)",
     },
     "sqlite": {
         "float": "REAL",
@@ -49,6 +51,11 @@ _DIALECTS = {
         "greatest": "MAX",
         # Older SQLite releases do not know the hint; there the common tables are inlined.
         "materialized": "",
+        # Exact, from Django's text form 'YYYY-MM-DD HH:MM:SS[.ffffff]': julianday() is a
+        # float that cannot tell microseconds apart.
+        "epoch_microseconds": (
+            "(CAST(strftime('%%s', {0}) AS INTEGER) * 1000000 + CAST(substr({0}, 21) AS INTEGER))"
+        ),
     },
 }
 
@@ -163,6 +170,33 @@ _PROFICIENCY = """(SELECT CAST(AVG(s.proficiency) AS {float}) FROM agents_agents
      WHERE s.agent_id = e.id AND s.skill_id IN (SELECT skill_id FROM needs))"""
 
 
+# The queued tickets agent %(agent)s may take, in dispatch order: the hard filters of
+# _MAY_TAKE seen from the agent's side, each relaxation step applying to the tickets that have
+# waited long enough for it. The order is tickets.selectors.tickets_in_dispatch_order's: the
+# virtual arrival (creation less priority × aging), then creation, then id, compared in whole
+# microseconds so that ties fall exactly as there.
+_WAITING_STATEMENT = """
+SELECT t.id FROM tickets_ticket t
+WHERE t.status = %(queued)s
+  AND EXISTS (
+    SELECT 1 FROM agents_agentlanguage l
+    WHERE l.agent_id = %(agent)s AND l.code = t.language
+      AND (l.is_primary OR t.created_at <= %(language_relaxed_since)s))
+  AND NOT EXISTS (
+    SELECT 1 FROM tickets_ticket_skills needs
+    WHERE needs.ticket_id = t.id AND NOT EXISTS (
+        SELECT 1 FROM agents_agentskill s
+        WHERE s.agent_id = %(agent)s AND s.skill_id = needs.skill_id
+          AND (s.proficiency >= %(min_proficiency)s
+               OR t.created_at <= %(proficiency_relaxed_since)s)))
+  AND NOT EXISTS (
+    SELECT 1 FROM dispatch_offer o
+    WHERE o.ticket_id = t.id AND o.agent_id = %(agent)s AND o.status <> %(revoked)s
+      AND NOT (o.status = %(accepted)s AND o.revoke_reason IN (%(offline)s, %(reassigned)s)))
+ORDER BY {created_microseconds} - t.priority * %(aging_microseconds)s, t.created_at, t.id
+LIMIT %(limit)s
+"""
+
 # One agent's room, re-read under its lock: its load and whether it is connected, read at the
 # same instant.
 _ROOM_STATEMENT = f"SELECT {_LOAD}, {_CONNECTED} FROM agents_agent a WHERE a.id = %(agent)s"
@@ -270,6 +304,39 @@ def agent_load_and_connected_read(
         )
         load, connected = cursor.fetchone()
     return load, bool(connected)
+
+
+@cache
+def _waiting_statement(vendor: str) -> str:
+    epoch_microseconds = _DIALECTS[vendor]["epoch_microseconds"]
+    return _WAITING_STATEMENT.format(created_microseconds=epoch_microseconds.format("t.created_at"))
+
+
+def waiting_ticket_ids_read(
+    *, agent: Agent, now: datetime, policy: DispatchPolicy, limit: int
+) -> list[uuid.UUID]:
+    """The first `limit` queued tickets this agent may take, in dispatch order."""
+    adapt = connection.ops.adapt_datetimefield_value
+    params = {
+        "agent": Agent._meta.pk.get_db_prep_value(agent.pk, connection),
+        "queued": Ticket.Status.QUEUED.value,
+        "language_relaxed_since": adapt(
+            now - timedelta(seconds=policy.relax_language_after_seconds)
+        ),
+        "proficiency_relaxed_since": adapt(
+            now - timedelta(seconds=policy.relax_proficiency_after_seconds)
+        ),
+        "min_proficiency": policy.min_proficiency,
+        "revoked": Offer.Status.REVOKED.value,
+        "accepted": Offer.Status.ACCEPTED.value,
+        "offline": Offer.RevokeReason.OFFLINE.value,
+        "reassigned": Offer.RevokeReason.REASSIGNED.value,
+        "aging_microseconds": policy.aging_seconds_per_priority * 1_000_000,
+        "limit": limit,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_waiting_statement(connection.vendor), params)
+        return [Ticket._meta.pk.to_python(ticket_id) for (ticket_id,) in cursor.fetchall()]
 
 
 def eligible_agents_read(

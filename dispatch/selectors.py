@@ -17,14 +17,11 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 
-from agents.models import Agent, AgentConnection, AgentSkill
+from agents.models import Agent, AgentConnection
 from tickets.models import Ticket
-from tickets.selectors import tickets_in_dispatch_order
 
 from . import candidates, scoring
 from .models import DispatchPolicy, Offer
-
-TicketSkill = Ticket.skills.through
 
 
 def _count(queryset: QuerySet) -> Subquery:
@@ -79,22 +76,6 @@ def agents_routable(*, now: datetime, policy: DispatchPolicy) -> QuerySet[Agent]
             )
         )
         .filter(load__lt=F("capacity"))
-    )
-
-
-def _offered_before(*, agent: Agent) -> Exists:
-    """Whether this agent had the outer ticket before (dispatch.candidates asks the same of
-    each agent for one ticket)."""
-    # An offer or a held ticket taken away (the agent went offline, a coordinator moved it) is
-    # not the agent's choice; a declined, missed or released one is, and the ticket never
-    # returns to them.
-    return Exists(
-        Offer.objects.filter(ticket=OuterRef("pk"), agent=agent)
-        .exclude(status=Offer.Status.REVOKED)
-        .exclude(
-            status=Offer.Status.ACCEPTED,
-            revoke_reason__in=[Offer.RevokeReason.OFFLINE, Offer.RevokeReason.REASSIGNED],
-        )
     )
 
 
@@ -229,39 +210,6 @@ def agents_quality(
             ratings=row["count"],
         )
     return quality
-
-
-def tickets_waiting_for(*, agent: Agent, now: datetime, policy: DispatchPolicy) -> QuerySet[Ticket]:
-    """Queued tickets this agent passes the hard filters for, in dispatch order.
-
-    The same filters as dispatch.candidates, seen from the agent's side, each relaxation step
-    applying to the tickets that have waited long enough for it.
-    """
-    languages = list(agent.languages.values_list("code", "is_primary"))
-    primary = [code for code, is_primary in languages if is_primary]
-    secondary = [code for code, is_primary in languages if not is_primary]
-    language_relaxed_since = now - timedelta(seconds=policy.relax_language_after_seconds)
-    proficiency_relaxed_since = now - timedelta(seconds=policy.relax_proficiency_after_seconds)
-    needs = TicketSkill.objects.filter(ticket=OuterRef("pk"))
-    has = AgentSkill.objects.filter(agent=agent)
-    tickets = (
-        Ticket.objects.filter(status=Ticket.Status.QUEUED)
-        .filter(
-            Q(language__in=primary)
-            | Q(language__in=secondary, created_at__lte=language_relaxed_since)
-        )
-        .exclude(Exists(needs.exclude(skill__in=has.values("skill"))))
-        .filter(
-            Q(created_at__lte=proficiency_relaxed_since)
-            | ~Exists(
-                needs.filter(
-                    skill__in=has.filter(proficiency__lt=policy.min_proficiency).values("skill")
-                )
-            )
-        )
-        .exclude(_offered_before(agent=agent))
-    )
-    return tickets_in_dispatch_order(tickets, aging_seconds=policy.aging_seconds_per_priority)
 
 
 def tickets_queued_exist() -> bool:

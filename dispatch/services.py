@@ -27,7 +27,7 @@ from tickets.models import Ticket
 from tickets.selectors import tickets_in_dispatch_order
 from tickets.webhooks import webhook_enqueue
 
-from . import board, scoring
+from . import board, candidates, scoring
 from .celery import enqueue_on_commit, queue_waiting
 from .events import hello_frame, offer_created_frame, offer_revoked_frame, ticket_assigned_frame
 from .models import BoardSample, DispatchPolicy, Offer
@@ -43,7 +43,6 @@ from .selectors import (
     ticket_is_past_sla,
     tickets_past_sla_unflagged,
     tickets_queued_exist,
-    tickets_waiting_for,
 )
 
 logger = logging.getLogger(__name__)
@@ -259,8 +258,10 @@ def agent_drain(*, agent_id: uuid.UUID) -> list[Offer]:
     if room == 0:
         return offers
     now = timezone.now()
-    waiting = tickets_waiting_for(agent=agent, now=now, policy=policy).values_list("pk", flat=True)
-    for ticket_id in waiting[: room + CANDIDATES_PER_STEP]:
+    waiting = candidates.waiting_ticket_ids_read(
+        agent=agent, now=now, policy=policy, limit=room + CANDIDATES_PER_STEP
+    )
+    for ticket_id in waiting:
         ticket = lock_ticket(ticket_id, skip_locked=True)
         if ticket is None or ticket.status != Ticket.Status.QUEUED:
             continue

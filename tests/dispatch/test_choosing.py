@@ -12,6 +12,7 @@ import pytest
 from django.utils import timezone
 
 from agents.models import Agent, AgentLanguage
+from dispatch.candidates import waiting_ticket_ids_read
 from dispatch.models import DispatchPolicy, Offer
 from dispatch.selectors import agent_score_for, agents_ranked_for
 from dispatch.services import agent_drain, ticket_route
@@ -524,3 +525,28 @@ def test_queue_positions_and_the_dispatch_order_agree_through_every_kind_of_tie(
 
     # then: each ticket's position is its place in the dispatcher's order
     assert [ticket_queue_position(ticket=ticket) for ticket in listed] == list(range(1, 25))
+
+
+@pytest.mark.parametrize("aging_seconds", [1, 600])
+def test_a_drain_reads_the_waiting_tickets_in_the_dispatch_order_through_every_kind_of_tie(
+    agent_factory, ticket_factory, aging_seconds
+):
+    # given: tickets of every priority created on a grid of whole aging steps, several at the
+    # very same instant, and an agent who may take them all
+    set_policy(aging_seconds_per_priority=aging_seconds)
+    rng = random.Random(13)
+    now = timezone.now()
+    for _ in range(24):
+        waiting_since(
+            ticket_factory(priority=rng.choice(Ticket.Priority.values)),
+            now - timedelta(seconds=aging_seconds * rng.randint(0, 4)),
+        )
+    agent = agent_factory(online=True)
+
+    # when
+    waiting = waiting_ticket_ids_read(
+        agent=agent, now=timezone.now(), policy=DispatchPolicy.load(), limit=100
+    )
+
+    # then: the dispatcher's order, tie for tie
+    assert waiting == [ticket.pk for ticket in tickets_waiting(language="en")]
