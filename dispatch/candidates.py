@@ -113,6 +113,15 @@ _LOAD = """((SELECT COUNT(*) FROM tickets_ticket t
         + (SELECT COUNT(*) FROM dispatch_offer o
            WHERE o.agent_id = a.id AND o.status = %(pending)s))"""
 
+# Whether the agent had the ticket before: an offer or a held ticket taken away (the agent went
+# offline, a coordinator moved it) is not the agent's choice; a declined, missed or released one
+# is, and the ticket never returns to them.
+_OFFERED_BEFORE = """EXISTS (
+        SELECT 1 FROM dispatch_offer o
+        WHERE o.agent_id = {agent} AND o.ticket_id = {ticket} AND o.status <> %(revoked)s
+          AND NOT (o.status = %(accepted)s
+                   AND o.revoke_reason IN (%(offline)s, %(reassigned)s)))"""
+
 # Whether agent `a` may take the ticket, but for its room: active, available, connected, speaks
 # the ticket's language, holds every skill it needs and never declined, missed or released it.
 _MAY_TAKE = f"""a.account_state = %(active)s AND a.status = %(available)s
@@ -125,11 +134,7 @@ _MAY_TAKE = f"""a.account_state = %(active)s AND a.status = %(available)s
             SELECT 1 FROM agents_agentskill s
             WHERE s.agent_id = a.id AND s.skill_id = needs.skill_id
               AND s.proficiency >= %(min_proficiency)s))
-      AND NOT EXISTS (
-        SELECT 1 FROM dispatch_offer o
-        WHERE o.agent_id = a.id AND o.ticket_id = %(ticket)s AND o.status <> %(revoked)s
-          AND NOT (o.status = %(accepted)s
-                   AND o.revoke_reason IN (%(offline)s, %(reassigned)s)))"""
+      AND NOT {_OFFERED_BEFORE.format(agent="a.id", ticket="%(ticket)s")}"""
 
 # Every eligible agent, with the earliest idle_since among them as a window.
 _EVERY_ELIGIBLE = """routable AS {materialized} (
@@ -189,10 +194,7 @@ WHERE t.status = %(queued)s
         WHERE s.agent_id = %(agent)s AND s.skill_id = needs.skill_id
           AND (s.proficiency >= %(min_proficiency)s
                OR t.created_at <= %(proficiency_relaxed_since)s)))
-  AND NOT EXISTS (
-    SELECT 1 FROM dispatch_offer o
-    WHERE o.ticket_id = t.id AND o.agent_id = %(agent)s AND o.status <> %(revoked)s
-      AND NOT (o.status = %(accepted)s AND o.revoke_reason IN (%(offline)s, %(reassigned)s)))
+  AND NOT {offered_before}
 ORDER BY {created_microseconds} - t.priority * %(aging_microseconds)s, t.created_at, t.id
 LIMIT %(limit)s
 """
@@ -309,7 +311,10 @@ def agent_load_and_connected_read(
 @cache
 def _waiting_statement(vendor: str) -> str:
     epoch_microseconds = _DIALECTS[vendor]["epoch_microseconds"]
-    return _WAITING_STATEMENT.format(created_microseconds=epoch_microseconds.format("t.created_at"))
+    return _WAITING_STATEMENT.format(
+        offered_before=_OFFERED_BEFORE.format(agent="%(agent)s", ticket="t.id"),
+        created_microseconds=epoch_microseconds.format("t.created_at"),
+    )
 
 
 def waiting_ticket_ids_read(
