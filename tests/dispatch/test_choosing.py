@@ -504,6 +504,18 @@ def test_queue_position_follows_the_dispatchers_order(agent_factory, ticket_fact
     assert [offer.ticket for offer in drained] == [made[name] for name in expected]
 
 
+def on_a_tie_grid(ticket_factory, *, aging_seconds: int, seed: int) -> None:
+    """24 waiting tickets of every priority created on a grid of whole aging steps, several at
+    the very same instant: virtual arrivals tie across priorities, creation times within one."""
+    rng = random.Random(seed)
+    now = timezone.now()
+    for _ in range(24):
+        waiting_since(
+            ticket_factory(priority=rng.choice(Ticket.Priority.values)),
+            now - timedelta(seconds=aging_seconds * rng.randint(0, 4)),
+        )
+
+
 @pytest.mark.parametrize("aging_seconds", [1, 600])
 def test_queue_positions_and_the_dispatch_order_agree_through_every_kind_of_tie(
     ticket_factory, aging_seconds
@@ -512,13 +524,7 @@ def test_queue_positions_and_the_dispatch_order_agree_through_every_kind_of_tie(
     # very same instant, so that virtual arrivals tie across priorities and creation times tie
     # within one
     set_policy(aging_seconds_per_priority=aging_seconds)
-    rng = random.Random(7)
-    now = timezone.now()
-    for _ in range(24):
-        waiting_since(
-            ticket_factory(priority=rng.choice(Ticket.Priority.values)),
-            now - timedelta(seconds=aging_seconds * rng.randint(0, 4)),
-        )
+    on_a_tie_grid(ticket_factory, aging_seconds=aging_seconds, seed=7)
 
     # when
     listed = list(tickets_waiting(language="en"))
@@ -534,13 +540,7 @@ def test_a_drain_reads_the_waiting_tickets_in_the_dispatch_order_through_every_k
     # given: tickets of every priority created on a grid of whole aging steps, several at the
     # very same instant, and an agent who may take them all
     set_policy(aging_seconds_per_priority=aging_seconds)
-    rng = random.Random(13)
-    now = timezone.now()
-    for _ in range(24):
-        waiting_since(
-            ticket_factory(priority=rng.choice(Ticket.Priority.values)),
-            now - timedelta(seconds=aging_seconds * rng.randint(0, 4)),
-        )
+    on_a_tie_grid(ticket_factory, aging_seconds=aging_seconds, seed=13)
     agent = agent_factory(online=True)
 
     # when
