@@ -109,7 +109,16 @@ def error_responses(*status_codes: int) -> dict[int, OpenApiResponse]:
 class DatabaseUnavailableMiddleware(MiddlewareMixin):
     """A page whose view the database failed under answers as the API does: a 503 with the
     same message and Retry-After, not a 500, and the error goes to the log for the operators.
-    Its template reads nothing from the database, which is what failed."""
+    Its template reads nothing from the database, which is what failed.
+
+    Synchronous only, and last in MIDDLEWARE, so that under ASGI Django runs the whole chain in
+    the request's one thread. Over an asynchronous handler Django runs every middleware that can
+    be either asynchronously, and each of them then hops from the event loop into the request's
+    thread and back for each of its hooks: a dozen hops a request, which doubled the web
+    process's CPU time for a plain request.
+    """
+
+    async_capable = False
 
     def process_exception(self, request, exception):
         if not isinstance(exception, OperationalError | InterfaceError):

@@ -52,6 +52,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, and synchronous only: the chain above it runs in one thread (see its docstring).
     "dispatch.exceptions.DatabaseUnavailableMiddleware",
 ]
 
