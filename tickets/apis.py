@@ -160,9 +160,10 @@ class EscalationCreateApi(BotApi):
             transcript=[services.TranscriptEntry(**entry) for entry in data.get("transcript", [])],
             callback_url=data["callback_url"],
         )
-        return Response(
-            ticket_view(ticket), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
-        )
+        if not created:
+            return Response(ticket_view(ticket), status=status.HTTP_200_OK)
+        # A new ticket's skills are the ones just validated: no need to read them back.
+        return Response(ticket_view(ticket, skills=data["skills"]), status=status.HTTP_201_CREATED)
 
 
 class TicketDetailApi(BotApi):

@@ -1,6 +1,6 @@
 """The ticket payloads sent to bots (REST and webhooks) and agents, built in one place."""
 
-from django.db.models import prefetch_related_objects
+from agents.models import Skill
 
 from .models import Message, Ticket, TicketEvent
 from .selectors import ticket_estimated_wait_seconds, ticket_queue_position
@@ -19,10 +19,12 @@ def message_view(message: Message) -> dict:
     }
 
 
-def ticket_view(ticket: Ticket) -> dict:
-    """The ticket as a bot sees it (GET /api/v1/tickets/{id}/)."""
+def ticket_view(ticket: Ticket, *, skills: list[Skill] | None = None) -> dict:
+    """The ticket as a bot sees it (GET /api/v1/tickets/{id}/); `skills` are its skills, when
+    the caller holds them already (they are read otherwise)."""
     # Read once: the payload lists them and the wait estimate matches on them.
-    prefetch_related_objects([ticket], "skills")
+    if skills is None:
+        skills = list(ticket.skills.all())
     position = ticket_queue_position(ticket=ticket)
     return {
         "id": str(ticket.id),
@@ -30,9 +32,11 @@ def ticket_view(ticket: Ticket) -> dict:
         "status": ticket.status,
         "priority": ticket.get_priority_display(),
         "language": ticket.language,
-        "skills": sorted(skill.slug for skill in ticket.skills.all()),
+        "skills": sorted(skill.slug for skill in skills),
         "queue_position": position,
-        "estimated_wait_seconds": ticket_estimated_wait_seconds(ticket=ticket, position=position),
+        "estimated_wait_seconds": ticket_estimated_wait_seconds(
+            ticket=ticket, skills=skills, position=position
+        ),
         "agent": {"display_name": ticket.agent.display_name} if ticket.agent_id else None,
         "sla_breached": ticket.sla_breached,
         "created_at": isoformat(ticket.created_at),

@@ -3,6 +3,8 @@ from datetime import datetime, timedelta
 from django.db.models import Case, DateTimeField, Exists, F, OuterRef, Q, QuerySet, When
 from django.utils import timezone
 
+from agents.models import Skill
+
 # The queue order is the dispatcher's and its aging rate is a dispatch-policy setting: this
 # reads that one row, no routing logic. dispatch.models imports only the tickets and agents
 # models, so this makes no import cycle.
@@ -96,10 +98,12 @@ def ticket_queue_position(*, ticket: Ticket) -> int | None:
     return ahead.count() + 1
 
 
-def ticket_estimated_wait_seconds(*, ticket: Ticket, position: int | None) -> int | None:
+def ticket_estimated_wait_seconds(
+    *, ticket: Ticket, skills: list[Skill], position: int | None
+) -> int | None:
     """Seconds until this ticket is likely assigned, from the recent assignment rate.
 
-    Like tickets: of this language, whose skills include all of this ticket's skills. The rate
+    Like tickets: of this language, whose skills include all of this ticket's `skills`. The rate
     is the like tickets first assigned in the last hour per second of the hour; once more than
     RATE_SAMPLE were, it is the latest RATE_SAMPLE per second since the assignment before
     them, so that the estimate reads a bounded number of rows however busy the hour. estimate =
@@ -112,7 +116,7 @@ def ticket_estimated_wait_seconds(*, ticket: Ticket, position: int | None) -> in
     recent = Ticket.objects.filter(
         language=ticket.language, first_assigned_at__gte=now - THROUGHPUT_WINDOW
     )
-    for skill in ticket.skills.all():
+    for skill in skills:
         recent = recent.filter(
             Exists(Ticket.skills.through.objects.filter(ticket=OuterRef("pk"), skill=skill))
         )
