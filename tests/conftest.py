@@ -3,6 +3,7 @@ import shutil
 
 import pytest
 from django.conf import global_settings, settings
+from django.core.cache import cache
 from django.db import connection
 from django.test import override_settings
 from rest_framework.test import APIClient
@@ -37,6 +38,13 @@ def _routing_queue_empty():
     eagerly, but a live platform's worker stopping at the end of its test puts the offer
     timers it held back in the queue: each test starts with none there."""
     purge_routing_queue()
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Each test starts with an empty cache. The rate limits count there, per process: log-ins
+    made by earlier tests within the minute would otherwise throttle a later test's."""
+    cache.clear()
 
 
 @pytest.fixture(autouse=True)
