@@ -143,15 +143,11 @@ REST_KNOX = {
 # time-out: a slow Redis must not hold up requests (the throttle fails open, see throttling.py).
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        # One pool and one client per process, not one per request (see dispatch.cache).
+        "BACKEND": "dispatch.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "gig-dispatch",
-        "OPTIONS": {
-            "socket_connect_timeout": 1,
-            "socket_timeout": 1,
-            # One pool per process, not one per request (see dispatch.cache).
-            "pool_class": "dispatch.cache.ProcessConnectionPool",
-        },
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
     }
 }
 

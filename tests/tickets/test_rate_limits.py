@@ -105,7 +105,7 @@ def test_the_limit_fails_open_when_redis_is_down(limited_bot, settings):
     # given the shared cache is a Redis that does not answer
     settings.CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "dispatch.cache.RedisCache",
             "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
             "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
