@@ -96,8 +96,7 @@ def ticket_queue_position(*, ticket: Ticket) -> int | None:
             params += [priority, adapt(tie), adapt(tie), ticket_id]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT COUNT(*) FROM {Ticket._meta.db_table}"
-            " WHERE language = %s AND status IN (%s, %s)"
+            "SELECT COUNT(*) FROM tickets_ticket WHERE language = %s AND status IN (%s, %s)"
             f" AND ({' OR '.join(conditions)})",
             params,
         )
