@@ -1,5 +1,6 @@
 """What routing reads on every step, in hand-written SQL: a ticket's eligible agents with their
-scoring inputs, the waiting tickets an agent may take, and a locked agent's room.
+scoring inputs, the waiting tickets an agent may take, a locked agent's room, and what an
+offer's frame shows of its ticket.
 
 Routing reads the first on every step and a drain on every ticket it offers; a drain reads the
 second once; both re-read the room of the agent they lock. Written with the ORM, these
@@ -29,7 +30,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from agents.models import Agent
-from tickets.models import Ticket
+from tickets.models import Message, Ticket
 
 from . import scoring
 from .models import DispatchPolicy, Offer
@@ -204,6 +205,16 @@ LIMIT %(limit)s
 _ROOM_STATEMENT = f"SELECT {_LOAD}, {_CONNECTED} FROM agents_agent a WHERE a.id = %(agent)s"
 
 
+# What an offer's frame shows of its ticket beyond the ticket's own row: its skills and its
+# conversation. Read through the ORM, an offer's frame cost 0.7 ms of CPU on PostgreSQL, nearly
+# all of it Django building these two statements; read by hand, 0.2 ms.
+_OFFERED_SKILLS_STATEMENT = """SELECT s.slug FROM agents_skill s
+JOIN tickets_ticket_skills needs ON needs.skill_id = s.id
+WHERE needs.ticket_id = %(ticket)s"""
+_OFFERED_TRANSCRIPT_STATEMENT = """SELECT m.id, m.role, m.text, m.sent_at FROM tickets_message m
+WHERE m.ticket_id = %(ticket)s ORDER BY m.position"""
+
+
 @cache
 def _statement(vendor: str, *, one_agent: bool) -> str:
     dialect = _DIALECTS[vendor]
@@ -306,6 +317,28 @@ def agent_load_and_connected_read(
         )
         load, connected = cursor.fetchone()
     return load, bool(connected)
+
+
+def offered_ticket_read(*, ticket_id: uuid.UUID) -> tuple[list[str], list[Message]]:
+    """The ticket's skill slugs, in no order, and its messages in the conversation's order."""
+    params = {"ticket": Ticket._meta.pk.get_db_prep_value(ticket_id, connection)}
+    with connection.cursor() as cursor:
+        cursor.execute(_OFFERED_SKILLS_STATEMENT, params)
+        slugs = [slug for (slug,) in cursor.fetchall()]
+        cursor.execute(_OFFERED_TRANSCRIPT_STATEMENT, params)
+        rows = cursor.fetchall()
+    to_uuid = Message._meta.pk.to_python
+    transcript = [
+        Message(
+            id=to_uuid(message_id),
+            ticket_id=ticket_id,
+            role=role,
+            text=text,
+            sent_at=_datetime(sent_at),
+        )
+        for message_id, role, text, sent_at in rows
+    ]
+    return slugs, transcript
 
 
 @cache
