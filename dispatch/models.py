@@ -10,6 +10,8 @@ from django.db.models import Q
 from agents.models import Agent
 from tickets.models import Ticket
 
+from .rows import RowByKey
+
 
 class DispatchPolicy(models.Model):
     """The routing knobs coordinators may turn; a single row (pk=1), created on first use."""
@@ -158,8 +160,14 @@ class DispatchPolicy(models.Model):
 
     @classmethod
     def load(cls) -> "DispatchPolicy":
-        policy, _ = cls.objects.get_or_create(pk=1)
+        policy = _THE_POLICY.get(1)
+        if policy is None:
+            policy, _ = cls.objects.get_or_create(pk=1)
         return policy
+
+
+# Read on every routing step and answer.
+_THE_POLICY = RowByKey(lambda: DispatchPolicy.objects.all())
 
 
 class Offer(models.Model):

@@ -31,6 +31,7 @@ from . import board, candidates, scoring
 from .celery import enqueue_on_commit, queue_waiting
 from .events import hello_frame, offer_created_frame, offer_revoked_frame, ticket_assigned_frame
 from .models import BoardSample, DispatchPolicy, Offer
+from .rows import RowByKey
 from .selectors import (
     agent_assigned_tickets,
     agent_load,
@@ -99,8 +100,14 @@ class TicketAlreadyWithAgent(Conflict):
         super().__init__(f"The ticket is already with {agent}.")
 
 
+_LOCKED_OFFER = RowByKey(lambda: Offer.objects.select_for_update(no_key=True))
+
+
 def lock_offer(offer_id: uuid.UUID) -> Offer:
-    return Offer.objects.select_for_update(no_key=True).get(pk=offer_id)
+    offer = _LOCKED_OFFER.get(offer_id)
+    if offer is None:
+        raise Offer.DoesNotExist(f"No offer {offer_id}.")
+    return offer
 
 
 def offer_revoke(*, offer: Offer, reason: str) -> None:
