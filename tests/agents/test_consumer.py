@@ -8,6 +8,7 @@ import pytest
 from asgiref.sync import SyncToAsync
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 from knox.models import AuthToken
@@ -364,14 +365,23 @@ async def test_a_socket_that_heartbeats_again_after_going_stale_is_resynced_with
     await socket.disconnect()
 
 
-async def test_a_heartbeat_from_an_agent_suspended_since_connecting_closes_with_4403():
+def suspend(agent: Agent) -> None:
+    Agent.objects.filter(pk=agent.pk).update(account_state=Agent.AccountState.SUSPENDED)
+
+
+def deactivate_user(agent: Agent) -> None:
+    get_user_model().objects.filter(pk=agent.user_id).update(is_active=False)
+
+
+@pytest.mark.parametrize("revoke", [suspend, deactivate_user])
+async def test_a_heartbeat_from_an_agent_suspended_or_deactivated_since_connecting_closes_with_4403(
+    revoke,
+):
     # given
     agent = await database_sync_to_async(available_agent)()
     header = await database_sync_to_async(token_header)(agent.user)
     socket, _ = await connected(header)
-    await database_sync_to_async(
-        lambda: Agent.objects.filter(pk=agent.pk).update(account_state=Agent.AccountState.SUSPENDED)
-    )()
+    await database_sync_to_async(revoke)(agent)
 
     # when
     await socket.send_json_to({"type": "heartbeat"})
