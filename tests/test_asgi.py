@@ -1,5 +1,6 @@
 """The web process's HTTP path under ASGI."""
 
+import gc
 import logging
 
 from django.core.handlers.asgi import ASGIHandler
@@ -20,3 +21,12 @@ def test_the_middleware_chain_runs_in_the_requests_one_thread(settings, caplog):
         "Asynchronous handler adapted for middleware "
         "dispatch.exceptions.DatabaseUnavailableMiddleware."
     ]
+
+
+def test_the_web_process_collects_garbage_on_its_own_thresholds():
+    # given: the web process's entry point, as the ASGI server imports it
+    from dispatch import asgi
+
+    # then: start-up's objects are frozen and the young generation waits for 10,000
+    assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == asgi.GC_THRESHOLDS == (10_000, 10, 10)
