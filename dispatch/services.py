@@ -212,6 +212,9 @@ def _offer_create(
         score_parts=score.parts if score is not None else {},
         assigned_by=by,
     )
+    # Pushed first after commit, ahead of the board's nudge and the offer's timer: the customer
+    # waits on this frame.
+    push_to_agent_on_commit(agent.pk, offer_created_frame(offer))
     ticket_transition(
         ticket=ticket,
         to_status=Ticket.Status.OFFERED,
@@ -222,7 +225,6 @@ def _offer_create(
     )
     agent.idle_since = now
     agent.save(update_fields=["idle_since"])
-    push_to_agent_on_commit(agent.pk, offer_created_frame(offer))
     enqueue_on_commit(EXPIRE_TASK, str(offer.pk), countdown=policy.offer_timeout_seconds)
     return offer
 
@@ -339,8 +341,9 @@ def _ticket_assign(
         detail=detail,
         update_fields=("agent", "assigned_at", "first_assigned_at"),
     )
-    webhook_enqueue(ticket=ticket, event="ticket.assigned")
+    # The agent's frame leaves before the bot's webhook task: the agent is waiting on it.
     push_to_agent_on_commit(agent.pk, ticket_assigned_frame(ticket))
+    webhook_enqueue(ticket=ticket, event="ticket.assigned")
 
 
 def _offer_close(*, ticket: Ticket, offer: Offer, status: str, kind: str, detail: dict) -> None:

@@ -101,8 +101,10 @@ def ticket_escalate(
                 )
                 for position, entry in enumerate(transcript, start=1)
             )
-            ticket_record_event(ticket=ticket, kind="escalated", from_status="")
+            # Asked first, so that after commit the routing task leaves before the board's nudge:
+            # the customer waits on the one, nobody on the other.
             dispatch_services.ticket_request_routing(ticket=ticket)
+            ticket_record_event(ticket=ticket, kind="escalated", from_status="")
     except IntegrityError:
         return Ticket.objects.get(integration=integration, external_id=external_id), False
     return ticket, True
