@@ -131,6 +131,8 @@ def _lock_agent_ticket(*, ticket_id: uuid.UUID, agent: Agent) -> Ticket:
         raise Ticket.DoesNotExist
     if ticket.status != Ticket.Status.ASSIGNED:
         raise TicketClosed(ticket.status)
+    # Its holder is the agent in hand: the views and webhooks built from it need not read them.
+    ticket.agent = agent
     return ticket
 
 

@@ -3,6 +3,8 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from knox.crypto import hash_token
 from knox.models import AuthToken
@@ -488,6 +490,27 @@ def test_resolving_answers_with_the_resolved_ticket(agent, agent_client, ticket_
         "Back to the bot",
     )
     assert body["resolved_at"] == ticket.resolved_at.isoformat()
+
+
+def test_resolving_reads_the_agent_only_to_authenticate(agent, agent_client, ticket_factory):
+    # given
+    ticket = assigned_ticket(ticket_factory, agent)
+
+    # when
+    with CaptureQueriesContext(connection) as captured:
+        response = agent_client.post(
+            f"/api/v1/agent/tickets/{ticket.pk}/resolve/", {"outcome": "solved"}, format="json"
+        )
+
+    # then: the ticket's holder is the agent who asked, so the answer's agent is not read again
+    assert response.status_code == 200
+    assert response.json()["agent"] == {"display_name": agent.display_name}
+    agent_reads = [
+        query["sql"]
+        for query in captured
+        if query["sql"].startswith("SELECT") and 'FROM "agents_agent"' in query["sql"]
+    ]
+    assert len(agent_reads) == 1
 
 
 @pytest.mark.parametrize(
