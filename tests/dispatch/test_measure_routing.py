@@ -4,11 +4,16 @@ database server the tests use, in a scratch database it drops afterwards."""
 import re
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.db.models import Count
+from django.utils import timezone
 
+from dispatch.management.commands.measure_routing import populate
 from tests.live import ROOT, platform_env
+from tickets.models import Ticket
 
 pytestmark = pytest.mark.django_db
 
@@ -47,3 +52,58 @@ def test_measure_routing_routes_every_ticket_and_prints_offers_decided_per_secon
     assert re.fullmatch(r"\d+\.\d offers decided per second \(60 in \d+\.\d\d s\)", lines[2])
     if connection.vendor == "postgresql":
         assert not scratch_database_exists(scratch.group(1))
+
+
+def run_measure_routing(*options: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", "measure_routing", *options],
+        cwd=ROOT,
+        env=platform_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def test_with_a_history_routing_still_offers_every_ticket():
+    # when
+    result = run_measure_routing(
+        "--tickets", "8", "--agents", "2", "--workers", "1", "--history", "30"
+    )
+
+    # then
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1:3] == [
+        "Each agent resolved 30 tickets over the past year.",
+        "Offers made: 8; tickets left queued: 0.",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        (["--agents", "0"], "--tickets, --agents and --workers must be at least 1."),
+        (["--history", "-1"], "--history must not be negative."),
+    ],
+)
+def test_bad_sizes_are_refused_before_any_database_is_made(options, error):
+    # when
+    result = run_measure_routing(*options)
+
+    # then
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"CommandError: {error}"
+
+
+def test_a_history_is_that_many_resolved_tickets_per_agent_over_the_past_year_a_third_rated():
+    # when
+    populate(tickets=2, agents=3, seed=1, history=6)
+
+    # then
+    past = Ticket.objects.filter(external_id__startswith="past-")
+    per_agent = past.values("agent").annotate(n=Count("pk")).values_list("n", flat=True)
+    assert list(per_agent) == [6, 6, 6]
+    assert set(past.values_list("status", flat=True)) == {Ticket.Status.RESOLVED}
+    assert past.filter(csat_score__isnull=False).count() == 6
+    assert not past.filter(resolved_at__lt=timezone.now() - timedelta(days=365)).exists()

@@ -53,14 +53,26 @@ class Command(BaseCommand):
         parser.add_argument("--tickets", type=int, default=1000)
         parser.add_argument("--agents", type=int, default=50)
         parser.add_argument("--workers", type=int, default=2)
+        parser.add_argument(
+            "--history",
+            type=int,
+            default=0,
+            help="Resolved tickets per agent over the past year, one in three rated.",
+        )
         parser.add_argument("--seed", type=int, default=1)
 
-    def handle(self, *args, tickets, agents, workers, seed, **options):
+    def handle(self, *args, tickets, agents, workers, history, seed, **options):
         if min(tickets, agents, workers) < 1:
             raise CommandError("--tickets, --agents and --workers must be at least 1.")
+        if history < 0:
+            raise CommandError("--history must not be negative.")
         vendor = connection.vendor
         with scratch_database() as name:
-            capacity = populate(tickets=tickets, agents=agents, seed=seed)
+            capacity = populate(tickets=tickets, agents=agents, history=history, seed=seed)
+            with connection.cursor() as cursor:
+                # Planned from the statistics of the rows just written, as a database that has
+                # been running is: its autovacuum keeps them.
+                cursor.execute("ANALYZE")
             made, seconds = route_concurrently(workers=workers)
             left = Ticket.objects.filter(status=Ticket.Status.QUEUED).count()
             over = [
@@ -73,6 +85,8 @@ class Command(BaseCommand):
             f"Routing on {vendor} (scratch database {name}, dropped): {tickets} tickets, "
             f"{agents} agents with room for {capacity} each, {workers} worker processes."
         )
+        if history:
+            self.stdout.write(f"Each agent resolved {history} tickets over the past year.")
         self.stdout.write(f"Offers made: {made}; tickets left queued: {left}.")
         if over:
             raise CommandError(f"{len(over)} agents were given more than their capacity.")
@@ -102,9 +116,11 @@ class scratch_database:
             self.directory.cleanup()
 
 
-def populate(*, tickets: int, agents: int, seed: int) -> int:
+def populate(*, tickets: int, agents: int, seed: int, history: int = 0) -> int:
     """M routable agents with a rated history and N queued tickets; returns each agent's
-    capacity (enough for every ticket)."""
+    capacity (enough for every ticket). With `history`, each agent also resolved that many
+    tickets over the past year, one in three rated, as a pool that has worked a while has:
+    most of them outside the quality window, yet next to the rows routing reads."""
     rng = random.Random(seed)
     now = timezone.now()
     capacity = math.ceil(tickets / agents)
@@ -154,6 +170,20 @@ def populate(*, tickets: int, agents: int, seed: int) -> int:
         for agent in pool
         for n in range(rng.randint(*RATED_TICKETS_PER_AGENT))
     )
+    for agent in pool:
+        Ticket.objects.bulk_create(
+            Ticket(
+                integration=integration,
+                external_id=f"past-{agent.pk}-{n}",
+                language="en",
+                customer_id="measure",
+                status=Ticket.Status.RESOLVED,
+                agent=agent,
+                resolved_at=now - timedelta(days=rng.uniform(0, 365)),
+                csat_score=rng.randint(1, 5) if n % 3 == 0 else None,
+            )
+            for n in range(history)
+        )
     queued = Ticket.objects.bulk_create(
         Ticket(
             integration=integration,
