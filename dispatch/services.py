@@ -377,10 +377,18 @@ def offer_decline(*, offer_id: uuid.UUID, agent: Agent, reason: str = "") -> Off
     return offer
 
 
-@transaction.atomic
 def offer_expire(*, offer_id: uuid.UUID) -> bool:
     """Expire an overdue pending offer, a miss for its agent; False when it was answered in
     time (or is gone). After the policy's number of misses in a row the agent is set away."""
+    # Every offer's timer fires, nearly always after the offer was answered, and an answered
+    # offer is never pending again: one read without a transaction or a lock ends those.
+    if not Offer.objects.filter(pk=offer_id, status=Offer.Status.PENDING).exists():
+        return False
+    return _offer_expire_locked(offer_id=offer_id)
+
+
+@transaction.atomic
+def _offer_expire_locked(*, offer_id: uuid.UUID) -> bool:
     try:
         ticket, offer = _offer_for_update(offer_id=offer_id)
     except Offer.DoesNotExist:

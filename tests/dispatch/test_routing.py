@@ -300,6 +300,24 @@ def test_an_offer_still_in_time_does_not_expire(bot, agent):
     assert offers(ticket) == [(agent.pk, Offer.Status.PENDING)]
 
 
+def test_the_timer_of_an_answered_offer_ends_at_one_read(bot, agent, django_assert_num_queries):
+    # given: an offer accepted, whose timer fires once it is overdue
+    ticket = escalate(bot)
+    offer = pending_offer(ticket)
+    offer_accept(offer_id=offer.pk, agent=agent)
+    Offer.objects.filter(pk=offer.pk).update(expires_at=ago(seconds=1))
+
+    # when
+    with django_assert_num_queries(1):
+        expired = offer_expire(offer_id=offer.pk)
+
+    # then
+    assert expired is False
+    assert offers(ticket) == [(agent.pk, Offer.Status.ACCEPTED)]
+    ticket.refresh_from_db()
+    assert (ticket.status, ticket.agent) == (Ticket.Status.ASSIGNED, agent)
+
+
 def test_accepting_an_overdue_offer_is_refused_before_the_timer_writes_the_expiry(bot, agent):
     # given
     ticket = escalate(bot)
