@@ -31,6 +31,7 @@ from knox.models import AuthToken
 
 from agents.models import Agent, AgentLanguage, AgentSkill, Skill
 from agents.push import agent_group
+from tickets.models import Ticket
 from tickets.services import bot_integration_create
 
 from .celery import app as celery_app
@@ -144,6 +145,8 @@ class Measurements:
     assigned_at: dict[str, float] = field(default_factory=dict)
     escalated: set[str] = field(default_factory=set)
     http_errors: int = 0
+    # Agents' sockets the platform closed before the run ended.
+    sockets_dropped: int = 0
 
     def record_offer(self, ticket_id: str, at: float) -> None:
         self.offered_tickets.add(ticket_id)
@@ -195,49 +198,55 @@ class Bench:
             self.ready += 1
             if self.ready == len(self.agents):
                 ready.set()
-            accept_sent: dict[str, float] = {}
-            heartbeat = time.monotonic()
-            while not self.closing:
-                try:
-                    frame = json.loads(await asyncio.wait_for(socket.recv(), timeout=15))
-                except TimeoutError:
-                    frame = {"type": "idle"}
-                except websockets.ConnectionClosed:
-                    return
-                now = time.monotonic()
-                if now - heartbeat > 20:
-                    heartbeat = now
-                    await socket.send(json.dumps({"type": "heartbeat"}))
-                kind = frame["type"]
-                if kind == "offer.created":
-                    ticket_id = frame["offer"]["ticket"]["id"]
-                    freed_at = self.resolved_at.pop(agent.id, None)
-                    sent = self.m.sent_at.get(ticket_id)
-                    # Backlog drain: the first offer of a ticket that was already waiting when
-                    # this agent freed a slot.
-                    if (
-                        freed_at is not None
-                        and sent is not None
-                        and sent < freed_at
-                        and ticket_id not in self.m.offered_tickets
-                    ):
-                        self.m.resolve_to_next_offer.append(now - freed_at)
-                    self.m.record_offer(ticket_id, now)
-                    accept_sent[ticket_id] = time.monotonic()
-                    await socket.send(
-                        json.dumps({"type": "offer.accept", "offer_id": frame["offer"]["id"]})
-                    )
-                elif kind == "ticket.assigned":
-                    ticket_id = frame["ticket"]["id"]
-                    if ticket_id in accept_sent:
-                        self.m.accept_to_assigned.append(now - accept_sent.pop(ticket_id))
-                    self.m.assigned_to[ticket_id].add(agent.id)
-                    self.m.assigned_at.setdefault(ticket_id, now)
-                    self.spawn(self.resolve_later(agent, ticket_id, client, headers))
-                elif kind == "bench.ping":
-                    future = self.group_pings.pop(frame["id"], None)
-                    if future is not None and not future.done():
-                        future.set_result(now)
+            try:
+                await self.answer_frames(agent, socket, client, headers)
+            except websockets.ConnectionClosed:
+                if not self.closing:
+                    self.m.sockets_dropped += 1
+
+    async def answer_frames(self, agent: BenchAgent, socket, client, headers) -> None:
+        """Accept every offer on receipt and resolve each ticket a few seconds later."""
+        accept_sent: dict[str, float] = {}
+        heartbeat = time.monotonic()
+        while not self.closing:
+            try:
+                frame = json.loads(await asyncio.wait_for(socket.recv(), timeout=15))
+            except TimeoutError:
+                frame = {"type": "idle"}
+            now = time.monotonic()
+            if now - heartbeat > 20:
+                heartbeat = now
+                await socket.send(json.dumps({"type": "heartbeat"}))
+            kind = frame["type"]
+            if kind == "offer.created":
+                ticket_id = frame["offer"]["ticket"]["id"]
+                freed_at = self.resolved_at.pop(agent.id, None)
+                sent = self.m.sent_at.get(ticket_id)
+                # Backlog drain: the first offer of a ticket that was already waiting when
+                # this agent freed a slot.
+                if (
+                    freed_at is not None
+                    and sent is not None
+                    and sent < freed_at
+                    and ticket_id not in self.m.offered_tickets
+                ):
+                    self.m.resolve_to_next_offer.append(now - freed_at)
+                self.m.record_offer(ticket_id, now)
+                accept_sent[ticket_id] = time.monotonic()
+                await socket.send(
+                    json.dumps({"type": "offer.accept", "offer_id": frame["offer"]["id"]})
+                )
+            elif kind == "ticket.assigned":
+                ticket_id = frame["ticket"]["id"]
+                if ticket_id in accept_sent:
+                    self.m.accept_to_assigned.append(now - accept_sent.pop(ticket_id))
+                self.m.assigned_to[ticket_id].add(agent.id)
+                self.m.assigned_at.setdefault(ticket_id, now)
+                self.spawn(self.resolve_later(agent, ticket_id, client, headers))
+            elif kind == "bench.ping":
+                future = self.group_pings.pop(frame["id"], None)
+                if future is not None and not future.done():
+                    future.set_result(now)
 
     async def resolve_later(self, agent: BenchAgent, ticket_id: str, client, headers) -> None:
         await asyncio.sleep(self.rng.uniform(*RESOLVE_AFTER_SECONDS))
@@ -374,6 +383,7 @@ class Bench:
         }
         floor_sum = sum(f["p50"] or 0 for f in floors.values())
         offer = percentiles(m.escalation_to_offer)
+        lost = m.escalated - set(m.assigned_at)
         double_in_db = (
             Offer.objects.filter(
                 ticket_id__in=m.escalated, status=Offer.Status.ACCEPTED, released_at__isnull=True
@@ -399,7 +409,16 @@ class Bench:
             if offer["p50"] and floor_sum
             else None,
             "burst_assignments_per_second": throughput,
-            "lost_tickets": len(m.escalated - set(m.assigned_at)),
+            "lost_tickets": len(lost),
+            # Where the lost tickets stand in the database: waiting (queued, offered) or held
+            # by an agent whose assignment never reached the benchmark.
+            "lost_by_status": dict(
+                Ticket.objects.filter(pk__in=lost)
+                .values_list("status")
+                .annotate(tickets=Count("pk"))
+                .order_by("status")
+            ),
+            "sockets_dropped": m.sockets_dropped,
             "double_held_tickets": sum(len(a) > 1 for a in m.assigned_to.values()) + double_in_db,
         }
 

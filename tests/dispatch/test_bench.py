@@ -1,14 +1,20 @@
 """A small, fast run of the benchmark against the real platform: it checks the counting, not
 the timings."""
 
+import asyncio
 import json
 import re
 
+import httpx
 import pytest
+from channels.db import database_sync_to_async
 from django.core.management import call_command
 
-from dispatch.bench import platform_processes
+from agents.models import Agent
+from agents.services import agent_suspend
+from dispatch.bench import Bench, bench_setup, platform_processes
 from dispatch.embedded_redis import free_port
+from tests.factories import TicketFactory, UserFactory
 from tests.live import Platform, platform_env, wait_for
 from tickets.models import Ticket
 
@@ -40,7 +46,9 @@ def test_a_small_benchmark_run_counts_every_escalation_once(live_platform, tmp_p
     assert result["escalations"] == escalations.count() == 12
     assert result["http_errors"] == 0
     assert result["lost_tickets"] == 0
+    assert result["lost_by_status"] == {}
     assert result["double_held_tickets"] == 0
+    assert result["sockets_dropped"] == 0
     latency = result["latency_ms"]
     assert latency["escalation_http"]["n"] == 12
     assert latency["escalation_to_offer"]["n"] == 12
@@ -54,6 +62,7 @@ def test_a_small_benchmark_run_counts_every_escalation_once(live_platform, tmp_p
     assert set(result["peak_rss_mb"]) == {"server", "worker"}
     printed = capsys.readouterr().out
     assert "lost tickets: 0, double-held tickets: 0" in printed
+    assert "agents' sockets closed by the platform: 0" in printed
     assert f"JSON written to {out}" in printed
 
 
@@ -82,3 +91,43 @@ def test_the_server_measured_includes_every_web_worker_process(tmp_path):
 
     # then the parent and both workers, whose command lines do not name the application
     assert {web.popen.pid, *workers} <= found
+
+
+def test_lost_tickets_are_counted_with_where_they_stand():
+    # given: three escalations the benchmark sent, of which one reached an agent; of the
+    # other two, the platform still offers one and queues the other
+    key, agents = bench_setup(agents=1, seed=1)
+    bench = Bench(url="http://127.0.0.1:1", key=key, agents=agents, seed=1)
+    assigned = TicketFactory(status=Ticket.Status.ASSIGNED)
+    offered = TicketFactory(status=Ticket.Status.OFFERED)
+    queued = TicketFactory(status=Ticket.Status.QUEUED)
+    for ticket in (assigned, offered, queued):
+        bench.m.record_sent(str(ticket.pk), sent=0.0)
+    bench.m.assigned_at[str(assigned.pk)] = 1.0
+
+    # when
+    result = bench.report(throughput=0.0)
+
+    # then
+    assert result["lost_tickets"] == 2
+    assert result["lost_by_status"] == {"offered": 1, "queued": 1}
+
+
+@pytest.mark.asyncio
+async def test_a_socket_the_platform_closes_is_counted_as_dropped(live_platform):
+    # given: one benchmark agent connected to the platform and answering its frames
+    key, agents = await database_sync_to_async(bench_setup)(agents=1, seed=1)
+    bench = Bench(url=live_platform.url, key=key, agents=agents, seed=1)
+    ready = asyncio.Event()
+    async with httpx.AsyncClient() as client:
+        answering = asyncio.create_task(bench.run_agent(agents[0], client, ready))
+        await asyncio.wait_for(ready.wait(), timeout=30)
+
+        # when: a coordinator suspends the agent, which closes its sockets
+        agent = await Agent.objects.aget(pk=agents[0].id)
+        coordinator = await database_sync_to_async(UserFactory)(is_staff=True)
+        await database_sync_to_async(agent_suspend)(agent=agent, by=coordinator)
+        await asyncio.wait_for(answering, timeout=30)
+
+    # then
+    assert bench.m.sockets_dropped == 1

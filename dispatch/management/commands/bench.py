@@ -86,8 +86,10 @@ class Command(BaseCommand):
             f"escalation→offer p50 / floor sum p50 ({result['floor_sum_p50_ms']} ms): "
             f"{result['offer_p50_over_floor_sum']}",
             f"burst assignments per second: {result['burst_assignments_per_second']}",
-            f"lost tickets: {result['lost_tickets']}, "
-            f"double-held tickets: {result['double_held_tickets']}",
+            f"lost tickets: {result['lost_tickets']}"
+            + (f" {result['lost_by_status']}" if result["lost_tickets"] else "")
+            + f", double-held tickets: {result['double_held_tickets']}",
+            f"agents' sockets closed by the platform: {result['sockets_dropped']}",
             f"peak RSS (MB): {result['peak_rss_mb']}",
         ]
         return "\n".join(rows)
