@@ -12,6 +12,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from dispatch.management.commands.measure_routing import populate
+from dispatch.models import DispatchPolicy
 from tests.live import ROOT, platform_env
 from tickets.models import Ticket
 
@@ -65,16 +66,17 @@ def run_measure_routing(*options: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_with_a_history_routing_still_offers_every_ticket():
+def test_with_ratings_and_a_history_routing_still_offers_every_ticket():
     # when
     result = run_measure_routing(
-        "--tickets", "8", "--agents", "2", "--workers", "1", "--history", "30"
+        "--tickets", "8", "--agents", "2", "--workers", "1", "--history", "30", "--rated", "12"
     )
 
     # then
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[1:3] == [
+    assert lines[1:4] == [
+        "Each agent has 12 rated tickets in the quality window.",
         "Each agent resolved 30 tickets over the past year.",
         "Offers made: 8; tickets left queued: 0.",
     ]
@@ -84,7 +86,8 @@ def test_with_a_history_routing_still_offers_every_ticket():
     ("options", "error"),
     [
         (["--agents", "0"], "--tickets, --agents and --workers must be at least 1."),
-        (["--history", "-1"], "--history must not be negative."),
+        (["--history", "-1"], "--history and --rated must not be negative."),
+        (["--rated", "-1"], "--history and --rated must not be negative."),
     ],
 )
 def test_bad_sizes_are_refused_before_any_database_is_made(options, error):
@@ -107,3 +110,16 @@ def test_a_history_is_that_many_resolved_tickets_per_agent_over_the_past_year_a_
     assert set(past.values_list("status", flat=True)) == {Ticket.Status.RESOLVED}
     assert past.filter(csat_score__isnull=False).count() == 6
     assert not past.filter(resolved_at__lt=timezone.now() - timedelta(days=365)).exists()
+
+
+def test_rated_is_that_many_rated_tickets_per_agent_in_the_quality_window():
+    # when
+    populate(tickets=2, agents=3, seed=1, rated=4)
+
+    # then
+    rated = Ticket.objects.filter(external_id__startswith="history-")
+    per_agent = rated.values("agent").annotate(n=Count("pk")).values_list("n", flat=True)
+    assert list(per_agent) == [4, 4, 4]
+    assert not rated.filter(csat_score__isnull=True).exists()
+    window_start = timezone.now() - timedelta(days=DispatchPolicy.load().quality_window_days)
+    assert not rated.filter(resolved_at__lt=window_start).exists()

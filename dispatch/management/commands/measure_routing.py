@@ -59,16 +59,23 @@ class Command(BaseCommand):
             default=0,
             help="Resolved tickets per agent over the past year, one in three rated.",
         )
+        parser.add_argument(
+            "--rated",
+            type=int,
+            help="Rated tickets per agent in the quality window (default: 0-8 at random).",
+        )
         parser.add_argument("--seed", type=int, default=1)
 
-    def handle(self, *args, tickets, agents, workers, history, seed, **options):
+    def handle(self, *args, tickets, agents, workers, history, rated, seed, **options):
         if min(tickets, agents, workers) < 1:
             raise CommandError("--tickets, --agents and --workers must be at least 1.")
-        if history < 0:
-            raise CommandError("--history must not be negative.")
+        if history < 0 or (rated is not None and rated < 0):
+            raise CommandError("--history and --rated must not be negative.")
         vendor = connection.vendor
         with scratch_database() as name:
-            capacity = populate(tickets=tickets, agents=agents, history=history, seed=seed)
+            capacity = populate(
+                tickets=tickets, agents=agents, history=history, rated=rated, seed=seed
+            )
             with connection.cursor() as cursor:
                 # Planned from the statistics of the rows just written, as a database that has
                 # been running is: its autovacuum keeps them.
@@ -85,6 +92,8 @@ class Command(BaseCommand):
             f"Routing on {vendor} (scratch database {name}, dropped): {tickets} tickets, "
             f"{agents} agents with room for {capacity} each, {workers} worker processes."
         )
+        if rated is not None:
+            self.stdout.write(f"Each agent has {rated} rated tickets in the quality window.")
         if history:
             self.stdout.write(f"Each agent resolved {history} tickets over the past year.")
         self.stdout.write(f"Offers made: {made}; tickets left queued: {left}.")
@@ -116,11 +125,15 @@ class scratch_database:
             self.directory.cleanup()
 
 
-def populate(*, tickets: int, agents: int, seed: int, history: int = 0) -> int:
+def populate(
+    *, tickets: int, agents: int, seed: int, history: int = 0, rated: int | None = None
+) -> int:
     """M routable agents with a rated history and N queued tickets; returns each agent's
-    capacity (enough for every ticket). With `history`, each agent also resolved that many
-    tickets over the past year, one in three rated, as a pool that has worked a while has:
-    most of them outside the quality window, yet next to the rows routing reads."""
+    capacity (enough for every ticket). Each agent has `rated` rated tickets in the quality
+    window (a few at random by default): a busy pool's are hundreds, and routing sums them on
+    every step. With `history`, each agent also resolved that many tickets over the past year,
+    one in three rated, as a pool that has worked a while has: most of them outside the quality
+    window, yet next to the rows routing reads."""
     rng = random.Random(seed)
     now = timezone.now()
     capacity = math.ceil(tickets / agents)
@@ -156,21 +169,22 @@ def populate(*, tickets: int, agents: int, seed: int, history: int = 0) -> int:
         AgentConnection(agent=agent, channel_name=f"measure-{agent.pk}", last_heartbeat_at=now)
         for agent in pool
     )
-    Ticket.objects.bulk_create(
-        Ticket(
-            integration=integration,
-            external_id=f"history-{agent.pk}-{n}",
-            language="en",
-            customer_id="measure",
-            status=Ticket.Status.RESOLVED,
-            agent=agent,
-            resolved_at=now - timedelta(days=rng.randint(0, 20)),
-            csat_score=rng.randint(1, 5),
-        )
-        for agent in pool
-        for n in range(rng.randint(*RATED_TICKETS_PER_AGENT))
-    )
+    # One agent at a time, so that a busy pool's hundreds of thousands of rows are never all in
+    # memory at once.
     for agent in pool:
+        Ticket.objects.bulk_create(
+            Ticket(
+                integration=integration,
+                external_id=f"history-{agent.pk}-{n}",
+                language="en",
+                customer_id="measure",
+                status=Ticket.Status.RESOLVED,
+                agent=agent,
+                resolved_at=now - timedelta(days=rng.randint(0, 20)),
+                csat_score=rng.randint(1, 5),
+            )
+            for n in range(rated if rated is not None else rng.randint(*RATED_TICKETS_PER_AGENT))
+        )
         Ticket.objects.bulk_create(
             Ticket(
                 integration=integration,
