@@ -169,32 +169,32 @@ def populate(
         AgentConnection(agent=agent, channel_name=f"measure-{agent.pk}", last_heartbeat_at=now)
         for agent in pool
     )
+
+    def resolved(agent: Agent, external_id: str, days_ago: float, csat_score: int | None) -> Ticket:
+        return Ticket(
+            integration=integration,
+            external_id=external_id,
+            language="en",
+            customer_id="measure",
+            status=Ticket.Status.RESOLVED,
+            agent=agent,
+            resolved_at=now - timedelta(days=days_ago),
+            csat_score=csat_score,
+        )
+
     # One agent at a time, so that a busy pool's hundreds of thousands of rows are never all in
     # memory at once.
     for agent in pool:
         Ticket.objects.bulk_create(
-            Ticket(
-                integration=integration,
-                external_id=f"history-{agent.pk}-{n}",
-                language="en",
-                customer_id="measure",
-                status=Ticket.Status.RESOLVED,
-                agent=agent,
-                resolved_at=now - timedelta(days=rng.randint(0, 20)),
-                csat_score=rng.randint(1, 5),
-            )
+            resolved(agent, f"history-{agent.pk}-{n}", rng.randint(0, 20), rng.randint(1, 5))
             for n in range(rated if rated is not None else rng.randint(*RATED_TICKETS_PER_AGENT))
         )
         Ticket.objects.bulk_create(
-            Ticket(
-                integration=integration,
-                external_id=f"past-{agent.pk}-{n}",
-                language="en",
-                customer_id="measure",
-                status=Ticket.Status.RESOLVED,
-                agent=agent,
-                resolved_at=now - timedelta(days=rng.uniform(0, 365)),
-                csat_score=rng.randint(1, 5) if n % 3 == 0 else None,
+            resolved(
+                agent,
+                f"past-{agent.pk}-{n}",
+                rng.uniform(0, 365),
+                rng.randint(1, 5) if n % 3 == 0 else None,
             )
             for n in range(history)
         )
