@@ -71,7 +71,7 @@ class AgentChangeList(ChangeList):
         agents = list(self.result_list)
         ids = [agent.pk for agent in agents]
         now, policy = timezone.now(), DispatchPolicy.load()
-        quality = agents_quality(agent_ids=ids, now=now, policy=policy)
+        quality = agents_quality(agent_ids=ids, policy=policy)
         fresh_since = now - timedelta(seconds=policy.heartbeat_timeout_seconds)
         connections = dict(
             AgentConnection.objects.filter(agent__in=ids, last_heartbeat_at__gte=fresh_since)

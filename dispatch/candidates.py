@@ -12,11 +12,11 @@ The statement applies the hard filters (routable: active, available, connected a
 capacity; speaks the ticket's language, as a primary language until the language step relaxes
 it; holds every skill the ticket needs at the required proficiency; never declined, missed or
 released it), reads each eligible agent's inputs to dispatch.scoring (load, ratings in the
-quality window, mean proficiency in the ticket's skills), the pool's mean CSAT and highest pay
-rate, and the earliest idle_since among the eligible agents, and orders them by
-dispatch.scoring's total computed in SQL. That total only orders and cuts the list: the scores
-routing records are computed by dispatch.scoring from the columns read, and tests hold the two
-orders equal.
+quality window as counted in AgentRatings, mean proficiency in the ticket's skills), the pool's
+mean CSAT (from the same counts) and highest pay rate, and the earliest idle_since among the
+eligible agents, and orders them by dispatch.scoring's total computed in SQL. That total only
+orders and cuts the list: the scores routing records are computed by dispatch.scoring from the
+columns read, and tests hold the two orders equal.
 """
 
 import uuid
@@ -67,9 +67,8 @@ _DIALECTS = {
 _STATEMENT = """
 WITH pool AS {materialized} (
     SELECT
-        (SELECT CAST(AVG(t.csat_score) AS {float}) FROM tickets_ticket t
-         WHERE t.status = %(resolved)s AND t.csat_score IS NOT NULL
-           AND t.resolved_at >= %(window_start)s) AS csat_mean,
+        (SELECT CAST(SUM(r.ratings_sum) AS {float}) / NULLIF(SUM(r.ratings_count), 0)
+         FROM dispatch_agentratings r) AS csat_mean,
         (SELECT CAST(MAX(a.pay_rate) AS {float}) FROM agents_agent a
          WHERE a.account_state = %(active)s) AS highest_pay_rate
 ),
@@ -78,18 +77,14 @@ needs AS {materialized} (
 ),
 {eligible}
 SELECT e.id, e.capacity, e.pay_rate, e.idle_since, e.created_at, e.load,
-    (SELECT COUNT(*) FROM tickets_ticket t
-     WHERE t.agent_id = e.id AND {rated}) AS ratings_count,
-    COALESCE((SELECT SUM(t.csat_score) FROM tickets_ticket t
-     WHERE t.agent_id = e.id AND {rated}), 0) AS ratings_sum,
+    COALESCE(r.ratings_count, 0) AS ratings_count, COALESCE(r.ratings_sum, 0) AS ratings_sum,
     {proficiency} AS proficiency,
     e.earliest_idle, pool.csat_mean, pool.highest_pay_rate
-FROM eligible e CROSS JOIN pool
+FROM eligible e CROSS JOIN pool LEFT JOIN dispatch_agentratings r ON r.agent_id = e.id
 ORDER BY
     %(weight_quality)s * ((COALESCE(
-        (SELECT (COALESCE(pool.csat_mean, %(neutral_csat)s) * %(prior)s + SUM(t.csat_score))
-            / (%(prior)s + COUNT(*))
-         FROM tickets_ticket t WHERE t.agent_id = e.id AND {rated}),
+        (COALESCE(pool.csat_mean, %(neutral_csat)s) * %(prior)s + r.ratings_sum)
+            / NULLIF(%(prior)s + r.ratings_count, 0),
         COALESCE(pool.csat_mean, %(neutral_csat)s)) - %(csat_lowest)s) / %(csat_span)s)
     + %(weight_proficiency)s
         * COALESCE(({proficiency} - %(proficiency_lowest)s) / %(proficiency_span)s, 1.0)
@@ -166,11 +161,6 @@ eligible AS {materialized} (
 )"""
 
 
-# An agent's rated tickets in the quality window, for `t` correlated to an eligible agent `e`.
-_RATED = (
-    "t.status = %(resolved)s AND t.csat_score IS NOT NULL AND t.resolved_at >= %(window_start)s"
-)
-
 # The agent's mean proficiency in the ticket's skills; NULL when it needs none. Whether it
 # needs any is asked once per statement, so a ticket that needs none (four in ten of the
 # benchmark's) reads no agent's skills: a lookup per eligible agent, a quarter of the
@@ -227,7 +217,6 @@ def _statement(vendor: str, *, one_agent: bool) -> str:
     )
     return _STATEMENT.format(
         eligible=eligible,
-        rated=_RATED,
         proficiency=_PROFICIENCY.format(float=dialect["float"]),
         float=dialect["float"],
         materialized=dialect["materialized"],
@@ -401,15 +390,11 @@ def eligible_agents_read(
         "fresh_since": ops.adapt_datetimefield_value(
             now - timedelta(seconds=policy.heartbeat_timeout_seconds)
         ),
-        "window_start": ops.adapt_datetimefield_value(
-            now - timedelta(days=policy.quality_window_days)
-        ),
         "now": ops.adapt_datetimefield_value(now),
         "now_seconds": now.timestamp(),
         "active": Agent.AccountState.ACTIVE.value,
         "available": Agent.Status.AVAILABLE.value,
         "assigned": Ticket.Status.ASSIGNED.value,
-        "resolved": Ticket.Status.RESOLVED.value,
         "pending": Offer.Status.PENDING.value,
         "revoked": Offer.Status.REVOKED.value,
         "accepted": Offer.Status.ACCEPTED.value,

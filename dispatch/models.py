@@ -254,3 +254,30 @@ class BoardSample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.taken_at:%Y-%m-%d %H:%M}: {self.queue_depth} waiting"
+
+
+class RatingsWindow(models.Model):
+    """Where the quality window starts for the counts in AgentRatings: each agent's row counts
+    exactly the rated tickets it resolved from `start` on. A single row (pk=1); the sweep moves
+    it to the policy's window as time passes or the policy changes, taking ratings that left the
+    window out of the counts (and those that entered it in)."""
+
+    start = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"ratings from {self.start:%Y-%m-%d %H:%M:%S}"
+
+
+class AgentRatings(models.Model):
+    """An agent's ratings in the quality window, kept as they arrive so that routing reads two
+    numbers per agent instead of summing every rating of every eligible agent on every step
+    (a busy pool has hundreds per agent in the window)."""
+
+    agent = models.OneToOneField(
+        Agent, primary_key=True, on_delete=models.CASCADE, related_name="ratings_in_window"
+    )
+    ratings_count = models.PositiveIntegerField(default=0)
+    ratings_sum = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.agent_id}: {self.ratings_count} ratings, {self.ratings_sum} in sum"

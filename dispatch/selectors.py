@@ -3,7 +3,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db.models import (
-    Avg,
     Count,
     Exists,
     F,
@@ -21,7 +20,7 @@ from agents.models import Agent, AgentConnection
 from tickets.models import Ticket
 
 from . import candidates, scoring
-from .models import DispatchPolicy, Offer
+from .models import AgentRatings, DispatchPolicy, Offer
 
 
 def _count(queryset: QuerySet) -> Subquery:
@@ -79,19 +78,11 @@ def agents_routable(*, now: datetime, policy: DispatchPolicy) -> QuerySet[Agent]
     )
 
 
-def _quality_window(*, now: datetime, policy: DispatchPolicy) -> QuerySet[Ticket]:
-    """Rated tickets resolved within the policy's quality window."""
-    return Ticket.objects.filter(
-        status=Ticket.Status.RESOLVED,
-        csat_score__isnull=False,
-        resolved_at__gte=now - timedelta(days=policy.quality_window_days),
-    )
-
-
-def routing_pool(*, now: datetime, policy: DispatchPolicy) -> scoring.Pool:
+def routing_pool(*, policy: DispatchPolicy) -> scoring.Pool:
     """What every candidate is measured against: the pool's mean CSAT in the quality window
     and the highest pay rate among active agents."""
-    csat_mean = _quality_window(now=now, policy=policy).aggregate(mean=Avg("csat_score"))["mean"]
+    totals = AgentRatings.objects.aggregate(count=Sum("ratings_count"), total=Sum("ratings_sum"))
+    csat_mean = totals["total"] / totals["count"] if totals["count"] else None
     highest = Agent.objects.filter(account_state=Agent.AccountState.ACTIVE).aggregate(
         highest=Max("pay_rate")
     )["highest"]
@@ -182,32 +173,28 @@ class AgentQuality:
 
 
 def agents_quality(
-    *, agent_ids: list[uuid.UUID], now: datetime, policy: DispatchPolicy
+    *, agent_ids: list[uuid.UUID], policy: DispatchPolicy
 ) -> dict[uuid.UUID, AgentQuality]:
     """Routing's quality estimate of each agent (see dispatch.scoring): the mean CSAT of its
-    tickets resolved in the policy's quality window, shrunk toward the pool's mean, with the
-    number of ratings behind it. A fixed number of queries for any number of agents."""
-    pool = routing_pool(now=now, policy=policy)
+    tickets resolved in the quality window (as AgentRatings counts them), shrunk toward the
+    pool's mean, with the number of ratings behind it. A fixed number of queries for any number
+    of agents."""
+    pool = routing_pool(policy=policy)
     prior_mean = pool.csat_mean if pool.csat_mean is not None else scoring.NEUTRAL_CSAT
     rated = {
-        row["agent"]: row
-        for row in _quality_window(now=now, policy=policy)
-        .filter(agent__in=agent_ids)
-        .order_by()
-        .values("agent")
-        .annotate(count=Count("pk"), total=Sum("csat_score"))
+        ratings.agent_id: ratings for ratings in AgentRatings.objects.filter(agent__in=agent_ids)
     }
     quality = {}
     for agent_id in agent_ids:
-        row = rated.get(agent_id, {"count": 0, "total": 0})
+        ratings = rated.get(agent_id, AgentRatings(agent_id=agent_id))
         quality[agent_id] = AgentQuality(
             csat=scoring.shrunk_quality(
-                ratings_sum=row["total"],
-                ratings_count=row["count"],
+                ratings_sum=ratings.ratings_sum,
+                ratings_count=ratings.ratings_count,
                 prior_mean=prior_mean,
                 prior_ratings=pool.prior_ratings,
             ),
-            ratings=row["count"],
+            ratings=ratings.ratings_count,
         )
     return quality
 

@@ -5,6 +5,10 @@ order, holding at most one agent. Draining an agent locks the agent first, so it
 locks with SKIP LOCKED and never waits for one: no two steps can wait on each other in a cycle.
 Waiting (rather than skipping) in the canonical order matters: a routing step that skipped the
 best agent because a drain held its row for a moment would hand the ticket to a worse one.
+
+Agents' ratings in the quality window (AgentRatings) are written only by a holder of the
+ratings' window row (RatingsWindow): a rating locks it after its ticket, the sweep alone when it
+moves the window. So a rating and the window's move never miss each other.
 """
 
 import logging
@@ -13,6 +17,7 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Count, F, Sum
 from django.utils import timezone
 
 from agents.events import agent_status_board_frame, status_frame
@@ -30,7 +35,7 @@ from tickets.webhooks import webhook_enqueue
 from . import board, candidates, scoring
 from .celery import enqueue_on_commit, queue_waiting
 from .events import hello_frame, offer_created_frame, offer_revoked_frame, ticket_assigned_frame
-from .models import BoardSample, DispatchPolicy, Offer
+from .models import AgentRatings, BoardSample, DispatchPolicy, Offer, RatingsWindow
 from .rows import RowByKey
 from .selectors import (
     agent_assigned_tickets,
@@ -694,8 +699,9 @@ def tickets_route_waiting() -> int:
 
 
 def dispatch_sweep() -> int:
-    """Expire overdue offers, flag SLA breaches, and offer waiting tickets that someone can
-    take now; returns the offers made.
+    """Expire overdue offers, flag SLA breaches, offer waiting tickets that someone can take
+    now, and move the ratings' window (last, so that nothing there holds the routing back);
+    returns the offers made.
 
     Routing is event-driven; this repairs whatever a lost task, worker or Redis message left
     behind, so a lost event costs seconds, not a ticket. Tickets at the head of the queue are
@@ -713,6 +719,13 @@ def dispatch_sweep() -> int:
     """
     offers_expire_overdue()
     tickets_flag_sla_breaches()
+    made = _tickets_route_stranded()
+    ratings_window_move(now=timezone.now(), policy=DispatchPolicy.load())
+    return made
+
+
+def _tickets_route_stranded() -> int:
+    """The sweep's routing: the head of the queue, then a sample of agents with room."""
     if not tickets_queued_exist():
         # Nothing waits: no ticket to route, no agent to drain. A pool of a thousand idle
         # agents costs one query here, not a thousand.
@@ -756,3 +769,88 @@ def board_sample_take(*, now: datetime, policy: DispatchPolicy) -> BoardSample:
     )
     BoardSample.objects.filter(taken_at__lt=now - board.SAMPLE_RETENTION).delete()
     return sample
+
+
+def _rated_by_agent(*, since: datetime, until: datetime | None = None) -> dict[uuid.UUID, tuple]:
+    """Each agent's rated tickets resolved from `since` (until `until`): (count, sum)."""
+    rated = Ticket.objects.filter(
+        status=Ticket.Status.RESOLVED,
+        csat_score__isnull=False,
+        agent__isnull=False,
+        resolved_at__gte=since,
+    )
+    if until is not None:
+        rated = rated.filter(resolved_at__lt=until)
+    rows = rated.order_by().values("agent").annotate(count=Count("pk"), total=Sum("csat_score"))
+    return {row["agent"]: (row["count"], row["total"]) for row in rows}
+
+
+def _ratings_count_afresh(*, start: datetime) -> None:
+    """Count every agent's ratings from `start` on anew, replacing the counts kept."""
+    AgentRatings.objects.all().delete()
+    AgentRatings.objects.bulk_create(
+        AgentRatings(agent_id=agent_id, ratings_count=count, ratings_sum=total)
+        for agent_id, (count, total) in _rated_by_agent(since=start).items()
+    )
+
+
+def _ratings_window_lock(*, now: datetime, policy: DispatchPolicy) -> RatingsWindow:
+    """The ratings' window, locked for the rest of the transaction. In a database without one
+    (its migration creates it; a test's flush removes it), it is created at the policy's window
+    and every agent's ratings are counted afresh."""
+    window = RatingsWindow.objects.select_for_update().filter(pk=1).first()
+    if window is None:
+        start = now - timedelta(days=policy.quality_window_days)
+        _, created = RatingsWindow.objects.get_or_create(pk=1, defaults={"start": start})
+        if created:
+            _ratings_count_afresh(start=start)
+        window = RatingsWindow.objects.select_for_update().get(pk=1)
+    return window
+
+
+def _agent_ratings_add(*, agent_id: uuid.UUID, count: int, total: int) -> None:
+    AgentRatings.objects.get_or_create(agent_id=agent_id)
+    AgentRatings.objects.filter(agent_id=agent_id).update(
+        ratings_count=F("ratings_count") + count, ratings_sum=F("ratings_sum") + total
+    )
+
+
+def agent_ratings_record(*, ticket: Ticket, score: int) -> None:
+    """Count `score`, a locked resolved ticket's new CSAT score, in its agent's ratings in place
+    of the ticket's score as stored, when it was resolved within the ratings' window; called
+    before the ticket is saved with it."""
+    window = _ratings_window_lock(now=timezone.now(), policy=DispatchPolicy.load())
+    if ticket.agent_id is None or ticket.resolved_at < window.start:
+        return
+    _agent_ratings_add(
+        agent_id=ticket.agent_id,
+        count=0 if ticket.csat_score is not None else 1,
+        total=score - (ticket.csat_score or 0),
+    )
+
+
+@transaction.atomic
+def ratings_window_move(*, now: datetime, policy: DispatchPolicy) -> None:
+    """Move the ratings' window to start the policy's quality_window_days before `now`: the
+    ratings it leaves behind are taken out of their agents' counts; if the window grew, the
+    ratings it now takes in are added."""
+    window = _ratings_window_lock(now=now, policy=policy)
+    start = now - timedelta(days=policy.quality_window_days)
+    if start > window.start:
+        changes, sign = _rated_by_agent(since=window.start, until=start), -1
+    else:
+        changes, sign = _rated_by_agent(since=start, until=window.start), 1
+    for agent_id, (count, total) in changes.items():
+        _agent_ratings_add(agent_id=agent_id, count=sign * count, total=sign * total)
+    window.start = start
+    window.save(update_fields=["start"])
+
+
+@transaction.atomic
+def ratings_count_afresh(*, now: datetime, policy: DispatchPolicy) -> None:
+    """Count every agent's ratings in the policy's quality window anew, for ratings written
+    without their service (a bulk load)."""
+    window = _ratings_window_lock(now=now, policy=policy)
+    window.start = now - timedelta(days=policy.quality_window_days)
+    window.save(update_fields=["start"])
+    _ratings_count_afresh(start=window.start)

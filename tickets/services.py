@@ -202,6 +202,7 @@ def ticket_set_csat(*, ticket_id: uuid.UUID, score: int, comment: str = "") -> T
     ticket = lock_existing_ticket(ticket_id)
     if ticket.status != Ticket.Status.RESOLVED:
         raise Conflict("A ticket can be rated only once it is resolved.")
+    dispatch_services.agent_ratings_record(ticket=ticket, score=score)
     ticket.csat_score = score
     ticket.csat_comment = comment
     ticket.save(update_fields=["csat_score", "csat_comment"])

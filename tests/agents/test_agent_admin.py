@@ -21,6 +21,7 @@ from dispatch.services import ticket_assign_to, ticket_offer_to
 from tests.admin_pages import changelist_rows, messages_of, post_action
 from tests.factories import AgentFactory, TicketFactory, UserFactory
 from tickets.models import Ticket
+from tickets.services import ticket_set_csat
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,12 +64,12 @@ def events(ticket: Ticket) -> list[tuple]:
 
 
 def rated(agent: Agent, score: int, *, days_ago: int = 1) -> Ticket:
-    return TicketFactory(
+    ticket = TicketFactory(
         agent=agent,
         status=Ticket.Status.RESOLVED,
-        csat_score=score,
         resolved_at=timezone.now() - timedelta(days=days_ago),
     )
+    return ticket_set_csat(ticket_id=ticket.pk, score=score)
 
 
 @pytest.fixture

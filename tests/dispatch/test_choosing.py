@@ -18,6 +18,7 @@ from dispatch.selectors import agent_score_for, agents_ranked_for
 from dispatch.services import agent_drain, ticket_route
 from tickets.models import Ticket
 from tickets.selectors import ticket_queue_position, tickets_waiting
+from tickets.services import ticket_set_csat
 
 pytestmark = pytest.mark.django_db
 
@@ -35,12 +36,15 @@ def waiting_since(ticket: Ticket, moment) -> Ticket:
 def rated(ticket_factory, agent: Agent, *scores: int) -> None:
     """Tickets the agent resolved just now, rated with these scores."""
     for score in scores:
-        ticket_factory(
-            status=Ticket.Status.RESOLVED,
-            agent=agent,
-            resolved_at=timezone.now(),
-            csat_score=score,
-        )
+        resolved_ago(ticket_factory, agent, score, timedelta(0))
+
+
+def resolved_ago(ticket_factory, agent: Agent, score: int, ago: timedelta) -> Ticket:
+    """A ticket the agent resolved `ago`, rated `score` now."""
+    ticket = ticket_factory(
+        status=Ticket.Status.RESOLVED, agent=agent, resolved_at=timezone.now() - ago
+    )
+    return ticket_set_csat(ticket_id=ticket.pk, score=score)
 
 
 def set_policy(**values) -> None:
@@ -174,9 +178,7 @@ def test_only_ratings_within_the_quality_window_count(agent_factory, ticket_fact
     forgotten = agent_factory(online=True, idle_since=None)
     middling = agent_factory(online=True, idle_since=None)
     for _ in range(10):
-        ticket_factory(
-            status=Ticket.Status.RESOLVED, agent=forgotten, resolved_at=ago(days=31), csat_score=1
-        )
+        resolved_ago(ticket_factory, forgotten, 1, timedelta(days=31))
     rated(ticket_factory, middling, *[3] * 5)
     rated(ticket_factory, agent_factory(), *[5] * 10)
     ticket = ticket_factory()

@@ -12,7 +12,7 @@ from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from dispatch import services as dispatch_services
-from dispatch.models import DispatchPolicy, Offer
+from dispatch.models import AgentRatings, DispatchPolicy, Offer
 from tickets import services as ticket_services
 from tickets.models import Message, Ticket, WebhookDelivery
 
@@ -830,6 +830,9 @@ def test_csat_after_resolution_is_stored_and_the_last_score_wins(bot_client, age
     assert second.json()["status"] == "resolved"
     ticket = Ticket.objects.get(pk=ticket_id)
     assert (ticket.csat_score, ticket.csat_comment) == (2, "Not fixed")
+    assert AgentRatings.objects.filter(agent=agent).values_list(
+        "ratings_count", "ratings_sum"
+    ).get() == (1, 2)
     assert list(
         ticket.events.filter(kind="csat").order_by("id").values_list("detail", flat=True)
     ) == [{"score": 5}, {"score": 2}]

@@ -32,7 +32,7 @@ from django.utils import timezone
 from agents.models import Agent, AgentConnection, AgentLanguage, AgentSkill, Skill
 from dispatch.celery import app as celery_app
 from dispatch.models import DispatchPolicy, Offer
-from dispatch.services import ticket_route
+from dispatch.services import ratings_count_afresh, ticket_route
 from tickets.models import Ticket
 from tickets.selectors import tickets_in_dispatch_order
 from tickets.services import bot_integration_create
@@ -213,6 +213,8 @@ def populate(
         for ticket in queued
         for skill in rng.sample(skills, rng.randint(0, 2))
     )
+    # The ratings were written in bulk, not one by one through the rating service.
+    ratings_count_afresh(now=now, policy=policy)
     return capacity
 
 
