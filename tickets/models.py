@@ -137,15 +137,9 @@ class Ticket(models.Model):
                 condition=models.Q(status="assigned"),
                 name="ticket_assigned_by_agent",
             ),
-            # Routing's quality inputs: each eligible agent's ratings in the quality window, and
-            # the pool's, read on every step from the rated tickets alone, not from every ticket
-            # an agent or the pool ever resolved.
-            models.Index(
-                fields=["agent", "resolved_at"],
-                include=["csat_score"],
-                condition=models.Q(status="resolved", csat_score__isnull=False),
-                name="ticket_rated_by_agent",
-            ),
+            # Routing's quality inputs: the ratings that enter or leave the quality window as
+            # it moves, read from the rated tickets alone, not from every ticket the pool ever
+            # resolved.
             models.Index(
                 fields=["resolved_at"],
                 include=["csat_score"],
