@@ -3,6 +3,7 @@ Redis): an agent logs in, goes available, gets a bot's escalation offered live, 
 talks with the customer and resolves it; declines, expiries, releases and reconnects; and the
 portal's other pages. Screenshots of every page go to artifacts/screenshots/."""
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -376,6 +377,41 @@ def test_a_reconnect_shows_a_banner_and_resyncs_what_changed_meanwhile(
     expect(ticket.locator(".message-text").last).to_have_text("Are you still there?")
     expect(ticket.get_by_label("Reply to Emil")).to_have_value("A reply I am still typing")
     assert Agent.objects.get(pk=agent.pk).status == Agent.Status.AWAY
+
+
+def test_an_accept_whose_answer_is_lost_shows_the_ticket_from_the_api(
+    live_platform, live_agent_factory, bot, page
+):
+    agent = live_agent_factory(display_name="Maja")
+    dropped = []
+
+    def route(socket):
+        server = socket.connect_to_server()
+
+        def from_server(message):
+            # The channel layer delivers at most once: this frame never arrives.
+            if json.loads(message)["type"] == "ticket.assigned":
+                dropped.append(message)
+                return
+            socket.send(message)
+
+        server.on_message(from_server)
+
+    page.route_web_socket(re.compile(r"/ws/agent/$"), route)
+    log_in(page, live_platform.url, agent.user.username)
+    go_available(page)
+    ticket_id = escalate(live_platform, bot, "conv-lost-answer", {"id": "c-9", "name": "Ida"})
+    expect(page.locator(".offer")).to_have_count(1, timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("#offers-badge")).to_have_text("1")
+
+    page.keyboard.press("a")
+
+    expect(page.locator(".ticket")).to_have_count(1, timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator(".offer")).to_have_count(0)
+    expect(page.locator("#offers-badge")).to_be_hidden()
+    expect(page.locator(".ticket").get_by_label("Reply to Ida")).to_be_visible()
+    assert [json.loads(message)["ticket"]["id"] for message in dropped] == [ticket_id]
+    assert Ticket.objects.get(pk=ticket_id).agent_id == agent.pk
 
 
 def test_history_earnings_availability_and_profile_pages(

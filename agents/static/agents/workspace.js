@@ -15,6 +15,11 @@
     offline: "you were offline",
   };
   const ROLE_LABELS = { customer: "Customer", bot: "Bot", agent: "Agent", system: "System" };
+  // Frames arrive at most once: were an accepted offer's `ticket.assigned` (or the error that
+  // refused it) lost on the way, the offer would say "Accepting…" and its ticket never show
+  // while the customer waits. An accept still unanswered after this long reads the offers and
+  // tickets over HTTP instead.
+  const ACCEPT_ANSWER_MS = 5000;
 
   const workspace = document.getElementById("workspace");
   const ui = {
@@ -241,6 +246,31 @@
     if (!offer.busy && portal.send({ type: "offer.accept", offer_id: offer.data.id })) {
       offer.busy = true;
       updateOfferButtons(offer);
+      window.setTimeout(() => resyncUnanswered(offer), ACCEPT_ANSWER_MS);
+    }
+  }
+
+  async function resyncUnanswered(offer) {
+    if (!offer.busy || state.offers.get(offer.data.id) !== offer) {
+      return;
+    }
+    try {
+      const [offers, tickets] = await Promise.all([
+        getJson(workspace.dataset.offersApi),
+        getJson(workspace.dataset.ticketsApi),
+      ]);
+      const pending = new Set(offers.map((data) => data.id));
+      for (const gone of [...state.offers.keys()].filter((id) => !pending.has(id))) {
+        portal.forgetOffer(gone);
+      }
+      syncOffers(offers);
+      syncTickets(tickets);
+    } catch {
+      // Unreachable now: the reconnect that follows resyncs with its `hello`.
+    } finally {
+      // Still pending (or unknown), the offer can be accepted again.
+      offer.busy = false;
+      updateOfferButtons(offer);
     }
   }
 
@@ -373,6 +403,17 @@
     setText(entry.element, ".closed-text", text);
     part(entry.element, ".closed").hidden = false;
     refreshCounts();
+  }
+
+  async function getJson(url) {
+    const response = await fetch(url, {
+      credentials: "same-origin",
+      headers: { Accept: "application/json" },
+    });
+    if (!response.ok) {
+      throw new Error(`The server answered ${response.status}.`);
+    }
+    return response.json();
   }
 
   async function postJson(url, body) {
