@@ -771,7 +771,9 @@ def board_sample_take(*, now: datetime, policy: DispatchPolicy) -> BoardSample:
     return sample
 
 
-def _rated_by_agent(*, since: datetime, until: datetime | None = None) -> dict[uuid.UUID, tuple]:
+def _rated_by_agent(
+    *, since: datetime, until: datetime | None = None
+) -> dict[uuid.UUID, tuple[int, int]]:
     """Each agent's rated tickets resolved from `since` (until `until`): (count, sum)."""
     rated = Ticket.objects.filter(
         status=Ticket.Status.RESOLVED,
