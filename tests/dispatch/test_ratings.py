@@ -208,6 +208,12 @@ def in_thread(
     return thread
 
 
+def move_the_window_days_on(days: int):
+    return lambda: ratings_window_move(
+        now=timezone.now() + timedelta(days=days), policy=DispatchPolicy.load()
+    )
+
+
 @pytest.mark.postgres_only
 @pytest.mark.django_db(transaction=True)
 def test_a_move_waits_for_a_rating_in_flight_and_takes_it_out(agent, ticket_factory):
@@ -220,12 +226,7 @@ def test_a_move_waits_for_a_rating_in_flight_and_takes_it_out(agent, ticket_fact
 
     # when: the window passes the ticket while the rating is in flight, which then commits
     moved = threading.Event()
-    move = in_thread(
-        lambda: ratings_window_move(
-            now=timezone.now() + timedelta(days=15), policy=DispatchPolicy.load()
-        ),
-        done=moved,
-    )
+    move = in_thread(move_the_window_days_on(15), done=moved)
     assert not moved.wait(timeout=0.5)
     commit.set()
     rating.join(timeout=30)
@@ -244,13 +245,7 @@ def test_a_rating_waits_for_a_move_in_flight_and_is_judged_by_its_window(agent, 
     ticket = resolved(ticket_factory, agent, days_ago=20)
     ratings_window_move(now=timezone.now(), policy=DispatchPolicy.load())
     commit, moved = threading.Event(), threading.Event()
-    move = in_thread(
-        lambda: ratings_window_move(
-            now=timezone.now() + timedelta(days=15), policy=DispatchPolicy.load()
-        ),
-        hold=commit,
-        done=moved,
-    )
+    move = in_thread(move_the_window_days_on(15), hold=commit, done=moved)
     wait_for_the_window_locked()
 
     # when: the ticket is rated meanwhile
