@@ -1,12 +1,15 @@
 """Each agent's ratings in the quality window, as routing reads them (AgentRatings): counted as
-ratings arrive, moved with the window by the sweep, counted afresh where the window is new, and
-exact when a rating and the window's move run at once."""
+ratings arrive, moved with the window by the sweep, counted afresh where the window is new (by
+the migration that brought the counts, or in a flushed database), and exact when a rating and
+the window's move run at once."""
 
 import threading
 import time
 from datetime import timedelta
+from importlib import import_module
 
 import pytest
+from django.apps import apps as django_apps
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -165,6 +168,30 @@ def test_counting_afresh_replaces_the_counts_kept(agent_factory, ticket_factory)
 
     # then
     assert (ratings(maja), ratings(bo)) == ((1, 5), (1, 2))
+
+
+def test_the_migration_counts_the_ratings_already_there_in_the_policys_window(
+    agent_factory, ticket_factory
+):
+    # given: ratings from before the counts existed, and a 20-day window
+    count_ratings = import_module("dispatch.migrations.0005_agent_ratings").count_ratings
+    set_window(20)
+    maja, bo = agent_factory(), agent_factory()
+    for agent, days_ago, score in [(maja, 1, 5), (maja, 19, 3), (maja, 25, 1), (bo, 21, 2)]:
+        Ticket.objects.filter(pk=resolved(ticket_factory, agent, days_ago=days_ago).pk).update(
+            csat_score=score
+        )
+    RatingsWindow.objects.all().delete()
+    AgentRatings.objects.all().delete()
+    before = timezone.now()
+
+    # when
+    count_ratings(django_apps, None)
+
+    # then
+    assert (ratings(maja), ratings(bo)) == ((2, 8), (0, 0))
+    start = RatingsWindow.objects.get(pk=1).start
+    assert before - timedelta(days=20) <= start <= timezone.now() - timedelta(days=20)
 
 
 def test_the_pool_mean_and_each_agents_quality_come_from_the_counts(agent_factory, ticket_factory):
