@@ -163,8 +163,7 @@ eligible AS {materialized} (
 
 # The agent's mean proficiency in the ticket's skills; NULL when it needs none. Whether it
 # needs any is asked once per statement, so a ticket that needs none (four in ten of the
-# benchmark's) reads no agent's skills: a lookup per eligible agent, a quarter of the
-# statement's time with a thousand of them.
+# benchmark's) reads no agent's skills, not a lookup per eligible agent.
 _PROFICIENCY = """CASE WHEN EXISTS (SELECT 1 FROM needs) THEN
     (SELECT CAST(AVG(s.proficiency) AS {float}) FROM agents_agentskill s
      WHERE s.agent_id = e.id AND s.skill_id IN (SELECT skill_id FROM needs)) END"""

@@ -266,7 +266,7 @@
       syncOffers(offers);
       syncTickets(tickets);
     } catch {
-      // Unreachable now: the reconnect that follows resyncs with its `hello`.
+      // The server cannot be reached: the reconnect that follows resyncs with its `hello`.
     } finally {
       // Still pending (or unknown), the offer can be accepted again.
       offer.busy = false;

@@ -130,10 +130,9 @@ def populate(
 ) -> int:
     """M routable agents with a rated history and N queued tickets; returns each agent's
     capacity (enough for every ticket). Each agent has `rated` rated tickets in the quality
-    window (a few at random by default): a busy pool's are hundreds, and routing sums them on
-    every step. With `history`, each agent also resolved that many tickets over the past year,
-    one in three rated, as a pool that has worked a while has: most of them outside the quality
-    window, yet next to the rows routing reads."""
+    window (a few at random by default; a busy pool's are hundreds). With `history`, each agent
+    also resolved that many tickets over the past year, one in three rated, as a pool that has
+    worked a while has: most of them outside the quality window."""
     rng = random.Random(seed)
     now = timezone.now()
     capacity = math.ceil(tickets / agents)
