@@ -3,8 +3,9 @@ against the floors of the same stack in the same run.
 
 It creates its own bot key and agents, connects every agent over a real websocket, has each
 accept an offer on receipt and resolve it a few seconds later, sends escalations at a steady
-rate and then in a burst, and reports latencies, throughput, lost and double-held tickets and
-the peak memory of the platform's processes.
+rate and then in a burst, and reports latencies, throughput, lost and double-held tickets, the
+peak memory of the platform's processes, and the CPU each of them, this command and the whole
+machine used in the steady phase.
 """
 
 import asyncio
@@ -42,6 +43,10 @@ LANGUAGES = [("en", 0.5), ("sv", 0.2), ("es", 0.15), ("de", 0.15)]
 SKILL_SETS = [([], 0.4), (["refunds"], 0.25), (["billing"], 0.2), (["technical"], 0.15)]
 RESOLVE_AFTER_SECONDS = (2.0, 4.0)
 PING_TASK = "dispatch.ping"
+# Past this, the machine had no core to spare: latencies then include waiting for one.
+SATURATED_PERCENT = 90
+# A steady phase shorter than this (none, for a sockets-only run) reports no CPU figures.
+CPU_WINDOW_SECONDS = 1.0
 
 
 def pick(rng: random.Random, weighted: list) -> object:
@@ -178,6 +183,7 @@ class Bench:
         self.tasks: set[asyncio.Task] = set()
         self.closing = False
         self.connect_slots = asyncio.Semaphore(CONNECTS_IN_FLIGHT)
+        self.steady_cpu: dict | None = None
 
     def spawn(self, coroutine) -> None:
         task = asyncio.create_task(coroutine)
@@ -359,7 +365,9 @@ class Bench:
             on_phase("measuring the floors")
             await self.measure_floors(client, samples=floor_samples)
             on_phase(f"steady: {rate}/s for {duration} s")
+            meter = CpuMeter(self.url)
             await self.steady(client, rate=rate, duration=duration)
+            self.steady_cpu = meter.read()
             on_phase(f"burst: {burst} escalations, {concurrency} in flight")
             throughput = await self.burst(client, count=burst, concurrency=concurrency)
             on_phase("waiting for the last tickets")
@@ -420,6 +428,7 @@ class Bench:
             ),
             "sockets_dropped": m.sockets_dropped,
             "double_held_tickets": sum(len(a) > 1 for a in m.assigned_to.values()) + double_in_db,
+            "steady_cpu": self.steady_cpu,
         }
 
 
@@ -446,6 +455,60 @@ def platform_processes(url: str) -> dict[str, list[psutil.Process]]:
             ):
                 found["worker"].append(process)
     return found
+
+
+def cpu_seconds_used(processes: dict[str, list[psutil.Process]]) -> dict[str, dict[int, float]]:
+    """The CPU seconds (user and system) each process has used so far, by kind and pid; a
+    process that has ended is left out."""
+    used: dict[str, dict[int, float]] = {kind: {} for kind in processes}
+    for kind, members in processes.items():
+        for process in members:
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                used[kind][process.pid] = times.user + times.system
+    return used
+
+
+def cpu_shares(
+    before: dict[str, dict[int, float]], after: dict[str, dict[int, float]], *, seconds: float
+) -> dict[str, float]:
+    """The percent of one core each kind of process used between two readings taken `seconds`
+    apart, counting the processes present at both."""
+    return {
+        kind: round(
+            100
+            * sum(after[kind][pid] - used for pid, used in then.items() if pid in after[kind])
+            / seconds,
+            1,
+        )
+        for kind, then in before.items()
+    }
+
+
+class CpuMeter:
+    """The CPU used, from the meter's making until it is read, by each kind of the platform's
+    processes, by this command (`benchmark`) and by the whole machine."""
+
+    def __init__(self, url: str) -> None:
+        self.processes = {**platform_processes(url), "benchmark": [psutil.Process()]}
+        self.before = cpu_seconds_used(self.processes)
+        self.began = time.monotonic()
+        # The machine's baseline: psutil's next call measures from this one.
+        psutil.cpu_percent()
+
+    def read(self) -> dict | None:
+        """The figures, or None when too little time has passed to tell."""
+        seconds = time.monotonic() - self.began
+        if seconds < CPU_WINDOW_SECONDS:
+            return None
+        return {
+            "seconds": round(seconds, 1),
+            "machine_cores": psutil.cpu_count(),
+            "machine_busy_percent": psutil.cpu_percent(),
+            "percent_of_one_core": cpu_shares(
+                self.before, cpu_seconds_used(self.processes), seconds=seconds
+            ),
+        }
 
 
 def _port_argument(arguments: list[str]) -> str | None:

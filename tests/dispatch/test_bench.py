@@ -6,13 +6,14 @@ import json
 import re
 
 import httpx
+import psutil
 import pytest
 from channels.db import database_sync_to_async
 from django.core.management import call_command
 
 from agents.models import Agent
 from agents.services import agent_suspend
-from dispatch.bench import Bench, bench_setup, platform_processes
+from dispatch.bench import Bench, bench_setup, cpu_shares, platform_processes
 from dispatch.embedded_redis import free_port
 from tests.factories import TicketFactory, UserFactory
 from tests.live import Platform, platform_env, wait_for
@@ -60,8 +61,16 @@ def test_a_small_benchmark_run_counts_every_escalation_once(live_platform, tmp_p
     }
     assert result["agents"] == 4
     assert set(result["peak_rss_mb"]) == {"server", "worker"}
+    cpu = result["steady_cpu"]
+    assert cpu["seconds"] >= 1
+    assert cpu["machine_cores"] == psutil.cpu_count()
+    assert 0 <= cpu["machine_busy_percent"] <= 100
+    assert set(cpu["percent_of_one_core"]) == {"server", "worker", "benchmark"}
+    # The server answered the escalations and the accepts in that second.
+    assert cpu["percent_of_one_core"]["server"] > 0
     printed = capsys.readouterr().out
     assert "lost tickets: 0, double-held tickets: 0" in printed
+    assert "CPU in the steady phase, % of one core: server " in printed
     assert "agents' sockets closed by the platform: 0" in printed
     assert f"JSON written to {out}" in printed
 
@@ -111,6 +120,21 @@ def test_lost_tickets_are_counted_with_where_they_stand():
     # then
     assert result["lost_tickets"] == 2
     assert result["lost_by_status"] == {"offered": 1, "queued": 1}
+    # No steady phase ran, so there are no CPU figures.
+    assert result["steady_cpu"] is None
+
+
+def test_cpu_shares_count_only_the_processes_present_at_both_readings():
+    # given: two server processes, one of which ended before the second reading, and a worker
+    # that started after the first
+    before = {"server": {10: 4.0, 11: 7.5}, "worker": {20: 1.0}}
+    after = {"server": {10: 6.5}, "worker": {20: 1.25, 21: 9.0}}
+
+    # when
+    shares = cpu_shares(before, after, seconds=5.0)
+
+    # then: (6.5 - 4.0) / 5 s, and (1.25 - 1.0) / 5 s, in percent of one core
+    assert shares == {"server": 50.0, "worker": 5.0}
 
 
 @pytest.mark.asyncio

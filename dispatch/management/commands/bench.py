@@ -5,7 +5,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from dispatch.bench import Bench, bench_run, bench_setup
+from dispatch.bench import SATURATED_PERCENT, Bench, bench_run, bench_setup
 
 
 class Command(BaseCommand):
@@ -92,4 +92,18 @@ class Command(BaseCommand):
             f"agents' sockets closed by the platform: {result['sockets_dropped']}",
             f"peak RSS (MB): {result['peak_rss_mb']}",
         ]
+        cpu = result["steady_cpu"]
+        if cpu is not None:
+            shares = ", ".join(
+                f"{kind} {share}" for kind, share in cpu["percent_of_one_core"].items()
+            )
+            rows.append(
+                f"CPU in the steady phase, % of one core: {shares}; the machine's "
+                f"{cpu['machine_cores']} cores {cpu['machine_busy_percent']}% busy"
+                + (
+                    " (saturated: the latencies include waiting for a core)"
+                    if cpu["machine_busy_percent"] >= SATURATED_PERCENT
+                    else ""
+                )
+            )
         return "\n".join(rows)
