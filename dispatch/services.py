@@ -16,7 +16,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
 
@@ -720,7 +720,15 @@ def dispatch_sweep() -> int:
     offers_expire_overdue()
     tickets_flag_sla_breaches()
     made = _tickets_route_stranded()
-    ratings_window_move(now=timezone.now(), policy=DispatchPolicy.load())
+    try:
+        ratings_window_move(now=timezone.now(), policy=DispatchPolicy.load())
+    except IntegrityError:
+        # Taking out the ratings the window leaves would bring an agent's counts below zero:
+        # the counts were changed, or the tickets under them, outside the services.
+        logger.exception(
+            "The agents' ratings counts no longer match their rated tickets, so the quality "
+            "window was not moved; run `python manage.py recount_ratings` to count them anew"
+        )
     return made
 
 

@@ -7,9 +7,11 @@ import threading
 import time
 from datetime import timedelta
 from importlib import import_module
+from io import StringIO
 
 import pytest
 from django.apps import apps as django_apps
+from django.core.management import call_command
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -168,6 +170,50 @@ def test_counting_afresh_replaces_the_counts_kept(agent_factory, ticket_factory)
 
     # then
     assert (ratings(maja), ratings(bo)) == ((1, 5), (1, 2))
+
+
+def test_the_recount_command_counts_afresh_and_says_what_it_counted(agent_factory, ticket_factory):
+    # given: counts that no longer match the tickets
+    maja, bo = agent_factory(), agent_factory()
+    rate(resolved(ticket_factory, maja, days_ago=1), 5)
+    rate(resolved(ticket_factory, maja, days_ago=3), 4)
+    rate(resolved(ticket_factory, bo, days_ago=2), 2)
+    AgentRatings.objects.filter(agent=maja).update(ratings_count=0, ratings_sum=0)
+    out = StringIO()
+
+    # when
+    call_command("recount_ratings", stdout=out)
+
+    # then
+    assert (ratings(maja), ratings(bo)) == ((2, 9), (1, 2))
+    assert out.getvalue() == "Counted 3 ratings of 2 agents in the last 30 days.\n"
+
+
+def test_a_sweep_that_finds_the_counts_below_the_tickets_says_how_to_recount(
+    agent, ticket_factory, caplog
+):
+    # given: a rating 20 days ago that the counts lost, and a window shortened to 15 days, so
+    # that taking the rating out would bring the agent's counts below zero
+    rate(resolved(ticket_factory, agent, days_ago=20), 4)
+    rate(resolved(ticket_factory, agent, days_ago=5), 5)
+    AgentRatings.objects.filter(agent=agent).update(ratings_count=1, ratings_sum=3)
+    start = RatingsWindow.objects.get().start
+    set_window(15)
+
+    # when
+    dispatch_sweep()
+
+    # then: the window stays, the counts are untouched, and the operator is told what to run
+    assert RatingsWindow.objects.get().start == start
+    assert ratings(agent) == (1, 3)
+    assert "run `python manage.py recount_ratings` to count them anew" in caplog.text
+
+    # when: the operator runs it, and the sweep comes round again
+    call_command("recount_ratings", stdout=StringIO())
+    dispatch_sweep()
+
+    # then
+    assert ratings(agent) == (1, 5)
 
 
 def test_the_migration_counts_the_ratings_already_there_in_the_policys_window(
