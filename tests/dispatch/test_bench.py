@@ -15,6 +15,7 @@ from agents.models import Agent
 from agents.services import agent_suspend
 from dispatch.bench import Bench, bench_setup, cpu_shares, platform_processes
 from dispatch.embedded_redis import free_port
+from dispatch.management.commands.bench import Command as BenchCommand
 from tests.factories import TicketFactory, UserFactory
 from tests.live import Platform, platform_env, wait_for
 from tickets.models import Ticket
@@ -122,6 +123,30 @@ def test_lost_tickets_are_counted_with_where_they_stand():
     assert result["lost_by_status"] == {"offered": 1, "queued": 1}
     # No steady phase ran, so there are no CPU figures.
     assert result["steady_cpu"] is None
+
+
+@pytest.mark.parametrize(
+    ("busy", "flag"), [(89.9, ""), (90.0, " (saturated: the latencies include waiting for a core)")]
+)
+def test_the_table_shows_the_steady_phases_cpu_and_flags_a_saturated_machine(busy, flag):
+    # given: a run whose steady phase kept the machine this busy
+    key, agents = bench_setup(agents=1, seed=1)
+    bench = Bench(url="http://127.0.0.1:1", key=key, agents=agents, seed=1)
+    bench.steady_cpu = {
+        "seconds": 30.0,
+        "machine_cores": 2,
+        "machine_busy_percent": busy,
+        "percent_of_one_core": {"server": 91.7, "worker": 36.0, "benchmark": 18.5},
+    }
+
+    # when
+    table = BenchCommand.table({**bench.report(throughput=0.0), "peak_rss_mb": {}})
+
+    # then
+    assert table.splitlines()[-1] == (
+        "CPU in the steady phase, % of one core: server 91.7, worker 36.0, benchmark 18.5; "
+        f"the machine's 2 cores {busy}% busy{flag}"
+    )
 
 
 def test_cpu_shares_count_only_the_processes_present_at_both_readings():
