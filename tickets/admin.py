@@ -40,6 +40,13 @@ class BotIntegrationAdmin(admin.ModelAdmin):
     def get_changeform_initial_data(self, request) -> dict:
         return {"signing_secret": BotIntegration.new_signing_secret()}
 
+    def get_exclude(self, request, obj=None) -> list[str]:
+        # The signing secret lets whoever holds it sign webhooks the bot will trust: shown only
+        # to those who may change the integration, not to those who may only view it.
+        if obj is not None and not self.has_change_permission(request, obj):
+            return [*self.exclude, "signing_secret"]
+        return self.exclude
+
     def save_model(self, request, obj, form, change) -> None:
         if not change:
             # The key exists only in this response: the database keeps its hash.

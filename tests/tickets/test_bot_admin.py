@@ -7,6 +7,7 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.test import Client
 from rest_framework.test import APIClient
 
 from tickets.models import BotIntegration
@@ -133,6 +134,27 @@ def test_a_staff_member_who_may_only_view_integrations_cannot_revoke_a_key(clien
     bot.refresh_from_db()
     assert (bot.is_active, bot.revoked_at) == (True, None)
     assert escalate_with(bot.api_key).status_code == 201
+
+
+def test_the_signing_secret_is_shown_to_who_may_change_the_integration_only(
+    coordinator_client, bot
+):
+    # given: a staff member who may only view integrations, beside the coordinator
+    viewer = get_user_model().objects.create_user("viewer", password="pw-viewer-1", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_botintegration"))
+    viewer_client = Client()
+    viewer_client.force_login(viewer)
+    page = f"/admin/tickets/botintegration/{bot.pk}/change/"
+
+    # when
+    viewed = viewer_client.get(page)
+    changed = coordinator_client.get(page)
+
+    # then: the viewer sees the integration but not its secret; the coordinator sees both
+    assert viewed.status_code == changed.status_code == 200
+    assert bot.name in viewed.content.decode()
+    assert bot.signing_secret not in viewed.content.decode()
+    assert bot.signing_secret in changed.content.decode()
 
 
 def test_rotating_a_key_shows_the_new_one_once_and_refuses_the_old_at_once(
