@@ -88,3 +88,11 @@ def test_rows_already_filtered_are_refused():
 
     with pytest.raises(TypeError, match="unfiltered"):
         queued.get(ticket.pk)
+
+
+def test_rows_with_related_columns_are_refused():
+    ticket = TicketFactory()
+    with_agent = RowByKey(lambda: Ticket.objects.select_related("agent"))
+
+    with pytest.raises(TypeError, match="the model's own columns only"):
+        with_agent.get(ticket.pk)
