@@ -11,6 +11,7 @@ from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from agents.models import Agent
+from dispatch.models import Offer
 from dispatch.rows import RowByKey
 from tests.factories import AgentFactory, TicketFactory
 from tickets.models import Ticket
@@ -39,6 +40,25 @@ def test_a_row_read_by_key_holds_every_field_as_the_orm_reads_it():
     assert field_values(tickets.get(ticket.pk)) == field_values(Ticket.objects.get(pk=ticket.pk))
     assert field_values(locked) == field_values(Ticket.objects.get(pk=ticket.pk))
     assert tickets.get(str(ticket.pk)).pk == ticket.pk
+
+
+def test_a_row_read_by_key_decodes_json_as_the_orm_does():
+    # given: an offer with the parts of its score, a JSON object
+    ticket = TicketFactory()
+    offer = Offer.objects.create(
+        ticket=ticket,
+        agent=AgentFactory(),
+        expires_at=timezone.now(),
+        score=0.75,
+        score_parts={"quality": 0.4, "idle": {"seconds": 12}},
+    )
+
+    # when
+    read = RowByKey(lambda: Offer.objects.all()).get(offer.pk)
+
+    # then
+    assert read.score_parts == {"quality": 0.4, "idle": {"seconds": 12}}
+    assert field_values(read) == field_values(Offer.objects.get(pk=offer.pk))
 
 
 def test_a_key_with_no_row_reads_none():
