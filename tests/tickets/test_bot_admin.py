@@ -25,6 +25,16 @@ def coordinator_client(client):
     return client
 
 
+@pytest.fixture
+def viewer_client():
+    """A client logged in as a staff member who may only view bot integrations."""
+    viewer = get_user_model().objects.create_user("viewer", password="pw-viewer-1", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_botintegration"))
+    client = Client()
+    client.force_login(viewer)
+    return client
+
+
 def escalate_with(key: str):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
@@ -115,14 +125,9 @@ def test_revoking_again_changes_nothing(coordinator_client, bot):
     assert LogEntry.objects.filter(object_id=str(bot.pk)).count() == 1
 
 
-def test_a_staff_member_who_may_only_view_integrations_cannot_revoke_a_key(client, bot):
-    # given
-    viewer = get_user_model().objects.create_user("viewer", password="pw-viewer-1", is_staff=True)
-    viewer.user_permissions.add(Permission.objects.get(codename="view_botintegration"))
-    client.force_login(viewer)
-
+def test_a_staff_member_who_may_only_view_integrations_cannot_revoke_a_key(viewer_client, bot):
     # when
-    response = client.post(
+    response = viewer_client.post(
         "/admin/tickets/botintegration/",
         {"action": "revoke", "_selected_action": [str(bot.pk)]},
         follow=True,
@@ -137,13 +142,9 @@ def test_a_staff_member_who_may_only_view_integrations_cannot_revoke_a_key(clien
 
 
 def test_the_signing_secret_is_shown_to_who_may_change_the_integration_only(
-    coordinator_client, bot
+    coordinator_client, viewer_client, bot
 ):
-    # given: a staff member who may only view integrations, beside the coordinator
-    viewer = get_user_model().objects.create_user("viewer", password="pw-viewer-1", is_staff=True)
-    viewer.user_permissions.add(Permission.objects.get(codename="view_botintegration"))
-    viewer_client = Client()
-    viewer_client.force_login(viewer)
+    # given
     page = f"/admin/tickets/botintegration/{bot.pk}/change/"
 
     # when
