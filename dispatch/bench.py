@@ -27,7 +27,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Min
 from knox.models import AuthToken
 
 from agents.models import Agent, AgentLanguage, AgentSkill, Skill
@@ -152,6 +152,10 @@ class Measurements:
     http_errors: int = 0
     # Agents' sockets the platform closed before the run ended.
     sockets_dropped: int = 0
+    # The wall clock less the monotonic one, which the times above are read from: the
+    # platform's rows carry wall-clock times. Both advance together but for a step of the wall
+    # clock (a manual change; NTP only slews it), which a run of a minute seldom meets.
+    wall_offset: float = field(default_factory=lambda: time.time() - time.monotonic())
 
     def record_offer(self, ticket_id: str, at: float) -> None:
         self.offered_tickets.add(ticket_id)
@@ -411,6 +415,7 @@ class Bench:
                 "accept_to_assigned": percentiles(m.accept_to_assigned),
                 "resolve_to_next_offer": percentiles(m.resolve_to_next_offer),
             },
+            "escalation_to_offer_parts_ms": escalation_to_offer_parts(m),
             "floors_ms": floors,
             "floor_sum_p50_ms": round(floor_sum, 2),
             "offer_p50_over_floor_sum": round(offer["p50"] / floor_sum, 2)
@@ -430,6 +435,34 @@ class Bench:
             "double_held_tickets": sum(len(a) > 1 for a in m.assigned_to.values()) + double_in_db,
             "steady_cpu": self.steady_cpu,
         }
+
+
+def escalation_to_offer_parts(m: Measurements) -> dict[str, dict]:
+    """Each offered ticket's escalation → offer, cut where the platform wrote its rows: from
+    sending the request to the ticket's insert (HTTP, authentication, validation), from there
+    to the insert of its first offer (the rest of the request's transaction, the routing
+    task's trip through the broker, the routing step up to its choice), and from there to the
+    offer's frame on an agent's socket (the rest of the offer's transaction, the channel
+    layer). Per ticket the three add up to its escalation → offer; their percentiles need not.
+    The rows' times are the platform's wall clock, so the parts hold when the benchmark runs on
+    the platform's machine, as its CPU and memory figures need it to."""
+    parts: dict[str, list[float]] = {
+        "sent_to_ticket_written": [],
+        "ticket_to_offer_written": [],
+        "offer_written_to_socket": [],
+    }
+    written = (
+        Ticket.objects.filter(pk__in=m.sent_at.keys() & m.offered_at.keys())
+        .annotate(first_offer_at=Min("offers__created_at"))
+        .values_list("pk", "created_at", "first_offer_at")
+    )
+    for pk, ticket_at, offer_at in written:
+        sent = m.sent_at[str(pk)] + m.wall_offset
+        received = m.offered_at[str(pk)] + m.wall_offset
+        parts["sent_to_ticket_written"].append(ticket_at.timestamp() - sent)
+        parts["ticket_to_offer_written"].append((offer_at - ticket_at).total_seconds())
+        parts["offer_written_to_socket"].append(received - offer_at.timestamp())
+    return {name: percentiles(samples) for name, samples in parts.items()}
 
 
 def platform_processes(url: str) -> dict[str, list[psutil.Process]]:

@@ -4,6 +4,7 @@ the timings."""
 import asyncio
 import json
 import re
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import psutil
@@ -16,6 +17,7 @@ from agents.services import agent_suspend
 from dispatch.bench import Bench, bench_setup, cpu_shares, platform_processes
 from dispatch.embedded_redis import free_port
 from dispatch.management.commands.bench import Command as BenchCommand
+from dispatch.models import Offer
 from tests.factories import TicketFactory, UserFactory
 from tests.live import Platform, platform_env, wait_for
 from tickets.models import Ticket
@@ -55,6 +57,11 @@ def test_a_small_benchmark_run_counts_every_escalation_once(live_platform, tmp_p
     assert latency["escalation_http"]["n"] == 12
     assert latency["escalation_to_offer"]["n"] == 12
     assert latency["accept_to_assigned"]["n"] == 12
+    assert {name: part["n"] for name, part in result["escalation_to_offer_parts_ms"].items()} == {
+        "sent_to_ticket_written": 12,
+        "ticket_to_offer_written": 12,
+        "offer_written_to_socket": 12,
+    }
     assert {name: floor["n"] for name, floor in result["floors_ms"].items()} == {
         "http_healthz": 3,
         "celery_noop": 3,
@@ -71,6 +78,13 @@ def test_a_small_benchmark_run_counts_every_escalation_once(live_platform, tmp_p
     assert cpu["percent_of_one_core"]["server"] > 0
     printed = capsys.readouterr().out
     assert "lost tickets: 0, double-held tickets: 0" in printed
+    lines = printed.splitlines()
+    offer_row = next(n for n, line in enumerate(lines) if line.startswith("escalation_to_offer "))
+    assert [line[:35] for line in lines[offer_row + 1 : offer_row + 4]] == [
+        f"{'  sent_to_ticket_written':<28}{12:>7}",
+        f"{'  ticket_to_offer_written':<28}{12:>7}",
+        f"{'  offer_written_to_socket':<28}{12:>7}",
+    ]
     assert "CPU in the steady phase, % of one core: server " in printed
     assert "agents' sockets closed by the platform: 0" in printed
     assert f"JSON written to {out}" in printed
@@ -123,6 +137,34 @@ def test_lost_tickets_are_counted_with_where_they_stand():
     assert result["lost_by_status"] == {"offered": 1, "queued": 1}
     # No steady phase ran, so there are no CPU figures.
     assert result["steady_cpu"] is None
+
+
+def test_escalation_to_offer_is_cut_where_the_ticket_and_its_first_offer_were_written():
+    # given: a ticket sent at 10.000 s on the benchmark's clock, written 5 ms later, first
+    # offered 7 ms after that (declined, a second offer came later), and received 3 ms after
+    # its first offer was written; the wall clock runs 1,790,000,000 s ahead of the monotonic one
+    key, agents = bench_setup(agents=1, seed=1)
+    bench = Bench(url="http://127.0.0.1:1", key=key, agents=agents, seed=1)
+    bench.m.wall_offset = 1_790_000_000.0
+    sent = datetime.fromtimestamp(1_790_000_010.0, tz=UTC)
+    ticket = TicketFactory()
+    Ticket.objects.filter(pk=ticket.pk).update(created_at=sent + timedelta(milliseconds=5))
+    agent = Agent.objects.get(pk=agents[0].id)
+    for after, status in ((12, Offer.Status.DECLINED), (50, Offer.Status.PENDING)):
+        offer = Offer.objects.create(ticket=ticket, agent=agent, status=status, expires_at=sent)
+        Offer.objects.filter(pk=offer.pk).update(created_at=sent + timedelta(milliseconds=after))
+    bench.m.record_sent(str(ticket.pk), sent=10.0)
+    bench.m.record_offer(str(ticket.pk), at=10.015)
+
+    # when
+    parts = bench.report(throughput=0.0)["escalation_to_offer_parts_ms"]
+
+    # then
+    assert {name: (part["n"], part["p50"]) for name, part in parts.items()} == {
+        "sent_to_ticket_written": (1, 5.0),
+        "ticket_to_offer_written": (1, 7.0),
+        "offer_written_to_socket": (1, 3.0),
+    }
 
 
 @pytest.mark.parametrize(

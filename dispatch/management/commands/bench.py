@@ -71,15 +71,19 @@ class Command(BaseCommand):
 
     @staticmethod
     def table(result: dict) -> str:
+        def row(name: str, p: dict) -> str:
+            return f"{name:<28}{p['n']:>7}" + "".join(
+                f"{'-' if p[k] is None else p[k]:>10}" for k in ("p50", "p95", "p99", "max")
+            )
+
         rows = [f"{'latency (ms)':<28}{'n':>7}{'p50':>10}{'p95':>10}{'p99':>10}{'max':>10}"]
-        for group in ("latency_ms", "floors_ms"):
-            for name, p in result[group].items():
-                rows.append(
-                    f"{name:<28}{p['n']:>7}"
-                    + "".join(
-                        f"{'-' if p[k] is None else p[k]:>10}" for k in ("p50", "p95", "p99", "max")
-                    )
-                )
+        for name, p in result["latency_ms"].items():
+            rows.append(row(name, p))
+            if name == "escalation_to_offer":
+                # Its parts, indented under it.
+                parts = result["escalation_to_offer_parts_ms"]
+                rows += [row(f"  {part}", q) for part, q in parts.items()]
+        rows += [row(name, p) for name, p in result["floors_ms"].items()]
         rows += [
             f"agents: {result['agents']}, escalations: {result['escalations']}, "
             f"HTTP errors: {result['http_errors']}",
