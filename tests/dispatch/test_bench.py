@@ -11,14 +11,15 @@ import psutil
 import pytest
 from channels.db import database_sync_to_async
 from django.core.management import call_command
+from django.db import connection
 
-from agents.models import Agent
+from agents.models import Agent, AgentConnection, AgentLanguage, AgentSkill
 from agents.services import agent_suspend
-from dispatch.bench import Bench, bench_setup, cpu_shares, platform_processes
+from dispatch.bench import Bench, bench_setup, cpu_shares, platform_processes, pool_analyze
 from dispatch.embedded_redis import free_port
 from dispatch.management.commands.bench import Command as BenchCommand
 from dispatch.models import Offer
-from tests.factories import TicketFactory, UserFactory
+from tests.factories import AgentFactory, TicketFactory, UserFactory
 from tests.live import Platform, platform_env, wait_for
 from tickets.models import Ticket
 
@@ -164,6 +165,36 @@ def test_escalation_to_offer_is_cut_where_the_ticket_and_its_first_offer_were_wr
         "sent_to_ticket_written": (1, 5.0),
         "ticket_to_offer_written": (1, 7.0),
         "offer_written_to_socket": (1, 3.0),
+    }
+
+
+def planned_rows(table: str) -> int:
+    """How many rows the planner's statistics say the table holds."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT reltuples FROM pg_class WHERE relname = %s", [table])
+            return int(cursor.fetchone()[0])
+        # SQLite: each of the table's rows in sqlite_stat1 starts with its row count.
+        cursor.execute("SELECT stat FROM sqlite_stat1 WHERE tbl = %s LIMIT 1", [table])
+        return int(cursor.fetchone()[0].split()[0])
+
+
+def test_the_benchmarks_pool_is_planned_from_its_statistics():
+    # given: three connected agents speaking two languages each, with two skills each
+    AgentFactory.create_batch(3, languages=["en", "sv"], skills=["refunds", "billing"], online=True)
+
+    # when
+    pool_analyze()
+
+    # then the planner knows each table's rows, as a running platform's autovacuum keeps them
+    assert {
+        model._meta.db_table: planned_rows(model._meta.db_table)
+        for model in (Agent, AgentLanguage, AgentSkill, AgentConnection)
+    } == {
+        "agents_agent": 3,
+        "agents_agentlanguage": 6,
+        "agents_agentskill": 6,
+        "agents_agentconnection": 3,
     }
 
 
