@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -43,6 +44,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: bounds the requests that run at once (see its docstring).
+    "dispatch.middleware.RequestSlotsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -55,6 +58,11 @@ MIDDLEWARE = [
     # Last, and synchronous only: the chain above it runs in one thread (see its docstring).
     "dispatch.exceptions.DatabaseUnavailableMiddleware",
 ]
+
+# Requests a web process runs at once; the others wait their turn (dispatch.middleware).
+WEB_REQUEST_SLOTS = env.int("WEB_REQUEST_SLOTS", default=4)
+if WEB_REQUEST_SLOTS < 1:
+    raise ImproperlyConfigured("WEB_REQUEST_SLOTS must be at least 1: with none, no request runs.")
 
 ROOT_URLCONF = "dispatch.urls"
 ASGI_APPLICATION = "dispatch.asgi.application"
