@@ -95,7 +95,6 @@ def test_the_operations_endpoints_never_wait_for_a_slot(settings):
 
 def test_the_slots_bound_the_chain_from_its_top():
     assert django_settings.MIDDLEWARE[0] == "dispatch.middleware.RequestSlotsMiddleware"
-    assert django_settings.WEB_REQUEST_SLOTS == 4
 
 
 def test_no_slot_at_all_is_refused_at_start_up():
