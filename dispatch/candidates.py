@@ -1,6 +1,6 @@
 """What routing reads on every step, in hand-written SQL: a ticket's eligible agents with their
-scoring inputs, the waiting tickets an agent may take, a locked agent's room, and what an
-offer's frame shows of its ticket.
+scoring inputs, the waiting tickets an agent may take, a locked agent's room, whether a drain
+of an agent could offer anything, and what an offer's frame shows of its ticket.
 
 Routing reads the first on every step and a drain on every ticket it offers; a drain reads the
 second once; both re-read the room of the agent they lock. Written with the ORM, these
@@ -198,6 +198,14 @@ LIMIT %(limit)s
 _ROOM_STATEMENT = f"SELECT {_LOAD}, {_CONNECTED} FROM agents_agent a WHERE a.id = %(agent)s"
 
 
+# Whether a drain of the agent could offer anything, read once a capacity event has committed:
+# a ticket is queued, and the agent is active, available and under capacity (the drain checks
+# its connection under its lock). NULL for an agent that no longer exists.
+_DRAIN_WANTED_STATEMENT = f"""SELECT a.account_state = %(active)s AND a.status = %(available)s
+    AND {_LOAD} < a.capacity
+    AND EXISTS (SELECT 1 FROM tickets_ticket t WHERE t.status = %(queued)s)
+FROM agents_agent a WHERE a.id = %(agent)s"""
+
 # What an offer's frame shows of its ticket beyond the ticket's own row: its skills and its
 # conversation. Read through the ORM, an offer's frame cost 0.7 ms of CPU on PostgreSQL, nearly
 # all of it Django building these two statements; read by hand, 0.2 ms.
@@ -309,6 +317,24 @@ def agent_load_and_connected_read(
         )
         load, connected = cursor.fetchone()
     return load, bool(connected)
+
+
+def drain_wanted_read(*, agent_id: uuid.UUID) -> bool:
+    """Whether a ticket waits and the agent has room to be offered it, in one statement."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _DRAIN_WANTED_STATEMENT,
+            {
+                "agent": Agent._meta.pk.get_db_prep_value(agent_id, connection),
+                "active": Agent.AccountState.ACTIVE.value,
+                "available": Agent.Status.AVAILABLE.value,
+                "assigned": Ticket.Status.ASSIGNED.value,
+                "pending": Offer.Status.PENDING.value,
+                "queued": Ticket.Status.QUEUED.value,
+            },
+        )
+        row = cursor.fetchone()
+    return row is not None and bool(row[0])
 
 
 def offered_ticket_read(*, ticket_id: uuid.UUID) -> tuple[list[str], list[Message]]:

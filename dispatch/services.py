@@ -133,14 +133,17 @@ def ticket_request_routing(*, ticket: Ticket) -> None:
 def agent_request_drain(*, agent: Agent) -> None:
     """Ask a worker to offer this agent the waiting tickets it can take, after commit.
 
-    Only when a ticket is queued once the change committed: a ticket queued later is routed
-    by its own task, which then sees this agent's room. So a storm of connects or status
-    changes with nothing waiting sends no task at all.
+    Only when, once the change committed, a ticket is queued and the agent could be offered it
+    (active, available, under capacity): a ticket queued later is routed by its own task, which
+    then sees this agent's room, and an agent full or away now sends its own request when that
+    changes. So a storm of connects or status changes with nothing waiting sends no task at all,
+    nor does an accept that leaves its agent full, as it does under a backlog: that was half of
+    the drains sent, and each held the routing worker for a lock and a count that found no room.
     """
     agent_id = str(agent.pk)
 
     def request() -> None:
-        if tickets_queued_exist():
+        if candidates.drain_wanted_read(agent_id=agent.pk):
             enqueue_on_commit(DRAIN_TASK, agent_id)
 
     transaction.on_commit(request)
