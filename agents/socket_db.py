@@ -16,9 +16,9 @@ from channels.db import database_sync_to_async
 
 SOCKET_DB_THREADS = 4
 
-_executor = ThreadPoolExecutor(max_workers=SOCKET_DB_THREADS, thread_name_prefix="socket-db")
+executor = ThreadPoolExecutor(max_workers=SOCKET_DB_THREADS, thread_name_prefix="socket-db")
 
 
 def socket_db(func):
     """`func`, to be awaited from a socket, run in one of the sockets' database threads."""
-    return database_sync_to_async(func, thread_sensitive=False, executor=_executor)
+    return database_sync_to_async(func, thread_sensitive=False, executor=executor)

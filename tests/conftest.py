@@ -1,12 +1,15 @@
 import os
 import shutil
+import threading
 
 import pytest
 from django.conf import global_settings, settings
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, connections
 from django.test import override_settings
 from rest_framework.test import APIClient
+
+from agents import socket_db
 
 from . import factories
 from .browser import CHROMIUM
@@ -134,3 +137,27 @@ def live_platform(transactional_db, tmp_path_factory):
 def bot_receiver():
     with BotReceiver() as receiver:
         yield receiver
+
+
+@pytest.fixture(autouse=True)
+def _socket_threads_let_go_of_their_connections():
+    """Each of the sockets' database threads closes its connections after each test.
+
+    Channels' test communicator turns off the closing of old connections around a socket's
+    database calls while it sends or receives (channels.testing.ApplicationCommunicator), so a
+    connection a socket thread opened during a test stayed checked out of the pool: the test
+    database could not be dropped at the end ("being accessed by other users"). The serving
+    processes close them as usual. The barrier holds each closing task until every thread has
+    one, so that each thread runs exactly one."""
+    yield
+    barrier = threading.Barrier(socket_db.SOCKET_DB_THREADS, timeout=10)
+
+    def close_own_connections() -> None:
+        connections.close_all()
+        barrier.wait()
+
+    closing = [
+        socket_db.executor.submit(close_own_connections) for _ in range(socket_db.SOCKET_DB_THREADS)
+    ]
+    for task in closing:
+        task.result()
