@@ -158,10 +158,14 @@ class AgentConsumer(FrameConsumer):
         self.agent = Agent.objects.select_related("user").get(pk=self.agent.pk)
         return dispatch_services.agent_snapshot(agent=self.agent)
 
+    def heartbeat(self) -> tuple[presence.Heartbeat, presence.Holding | None]:
+        beat = presence.agent_heartbeat(agent=self.agent, channel_name=self.channel_name)
+        if beat is presence.Heartbeat.REFUSED:
+            return beat, None
+        return beat, presence.agent_holding(agent=self.agent)
+
     async def on_heartbeat(self, content: dict) -> None:
-        beat = await socket_db(presence.agent_heartbeat)(
-            agent=self.agent, channel_name=self.channel_name
-        )
+        beat, holding = await socket_db(self.heartbeat)()
         if beat is presence.Heartbeat.REFUSED:
             await self.close(code=CLOSE_FORBIDDEN)
             return
@@ -170,7 +174,11 @@ class AgentConsumer(FrameConsumer):
             # The connection had stopped counting (a frozen tab, a stalled server): the agent
             # may have been taken offline and frames lost meanwhile, so resync as on connect.
             await self.send_hello()
-        await self.send_json({"type": "heartbeat.ack"})
+        # Named in the answer, so that a client can tell it missed an offer or a ticket's
+        # frame and read its state again (the portal does, over HTTP).
+        await self.send_json(
+            {"type": "heartbeat.ack", "offers": holding.offers, "tickets": holding.tickets}
+        )
 
     async def on_status_set(self, content: dict) -> None:
         status = content.get("status")

@@ -149,6 +149,19 @@ WHERE id = %(agent)s AND account_state = %(active)s AND EXISTS (
     WHERE u.id = agents_agent.user_id AND u.is_active = %(yes)s)"""
 _KEEP_CONNECTION = """UPDATE agents_agentconnection SET last_heartbeat_at = %(now)s
 WHERE channel_name = %(channel)s"""
+# What an agent holds, for the heartbeat's answer: its pending offers and assigned tickets.
+_HOLDING = """SELECT 'offer', o.id FROM dispatch_offer o
+WHERE o.agent_id = %(agent)s AND o.status = %(pending)s
+UNION ALL
+SELECT 'ticket', t.id FROM tickets_ticket t
+WHERE t.agent_id = %(agent)s AND t.status = %(assigned)s"""
+
+
+class Holding(NamedTuple):
+    """The ids of an agent's pending offers and assigned tickets, each sorted."""
+
+    offers: list[str]
+    tickets: list[str]
 
 
 def agent_heartbeat(*, agent: Agent, channel_name: str) -> Heartbeat:
@@ -172,6 +185,26 @@ def agent_heartbeat(*, agent: Agent, channel_name: str) -> Heartbeat:
             return Heartbeat.KEPT
     agent_connect(agent=agent, channel_name=channel_name)
     return Heartbeat.REVIVED
+
+
+def agent_holding(*, agent: Agent) -> Holding:
+    """What the agent holds now, in one statement: a heartbeat's answer names it, so that a
+    client that missed a frame (the channel layer delivers at most once) sees that it did."""
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            _HOLDING,
+            {
+                "agent": Agent._meta.pk.get_db_prep_value(agent.pk, db_connection),
+                "pending": Offer.Status.PENDING.value,
+                "assigned": Ticket.Status.ASSIGNED.value,
+            },
+        )
+        rows = cursor.fetchall()
+    # SQLite returns a UUID as its 32 hex digits, PostgreSQL as a UUID.
+    ids = {"offer": [], "ticket": []}
+    for kind, pk in rows:
+        ids[kind].append(str(uuid.UUID(str(pk))))
+    return Holding(offers=sorted(ids["offer"]), tickets=sorted(ids["ticket"]))
 
 
 def agent_disconnect(*, agent: Agent, channel_name: str) -> None:

@@ -317,10 +317,46 @@ async def test_a_heartbeat_is_acknowledged_and_refreshes_presence():
     ack = await socket.receive_json_from(timeout=TIMEOUT)
 
     # then
-    assert ack == {"type": "heartbeat.ack"}
+    assert ack == {"type": "heartbeat.ack", "offers": [], "tickets": []}
     connection = await database_sync_to_async(AgentConnection.objects.get)(agent=agent)
     assert connection.last_heartbeat_at >= sent_at
     assert await last_seen(agent) >= sent_at
+    await socket.disconnect()
+
+
+async def test_a_heartbeat_answer_names_the_agents_pending_offers_and_assigned_tickets():
+    # given: an agent holding one assigned ticket and two pending offers, and another agent
+    # holding an offer of its own
+    agent = await database_sync_to_async(available_agent)(capacity=3)
+    header = await database_sync_to_async(token_header)(agent.user)
+    socket, _ = await connected(header)
+    offers = [
+        await database_sync_to_async(
+            lambda: ticket_route(ticket_id=waiting_ticket(waited_seconds=5).pk)
+        )()
+        for _ in range(3)
+    ]
+    assigned = await database_sync_to_async(offer_accept)(offer_id=offers[0].pk, agent=agent)
+    frames = [await socket.receive_json_from(timeout=TIMEOUT) for _ in range(4)]
+    assert [frame["type"] for frame in frames] == ["offer.created"] * 3 + ["ticket.assigned"]
+    await database_sync_to_async(
+        lambda: Offer.objects.create(
+            ticket=waiting_ticket(waited_seconds=5),
+            agent=AgentFactory(),
+            expires_at=timezone.now() + timedelta(seconds=30),
+        )
+    )()
+
+    # when
+    await socket.send_json_to({"type": "heartbeat"})
+    ack = await socket.receive_json_from(timeout=TIMEOUT)
+
+    # then
+    assert ack == {
+        "type": "heartbeat.ack",
+        "offers": sorted(str(offer.pk) for offer in offers[1:]),
+        "tickets": [str(assigned.pk)],
+    }
     await socket.disconnect()
 
 
@@ -357,7 +393,7 @@ async def test_a_socket_that_heartbeats_again_after_going_stale_is_resynced_with
         "offers": [],
         "tickets": [],
     }
-    assert ack == {"type": "heartbeat.ack"}
+    assert ack == {"type": "heartbeat.ack", "offers": [], "tickets": []}
     connection = await database_sync_to_async(AgentConnection.objects.get)(agent=agent)
     assert connection.last_heartbeat_at > frozen_at
     await database_sync_to_async(offer.refresh_from_db)()
@@ -522,7 +558,7 @@ async def test_sockets_carry_frames_and_answers_while_channels_shared_sync_threa
 
     # then: none of it waited for that thread
     assert (created["type"], created["offer"]["id"]) == ("offer.created", str(offer.pk))
-    assert ack == {"type": "heartbeat.ack"}
+    assert ack == {"type": "heartbeat.ack", "offers": [str(offer.pk)], "tickets": []}
     assert (assigned["type"], assigned["ticket"]["id"]) == ("ticket.assigned", str(offer.ticket_id))
     await socket.disconnect()
 
@@ -571,7 +607,7 @@ async def test_offer_decline_passes_the_ticket_on():
     after = await socket.receive_json_from(timeout=TIMEOUT)
 
     # then: no answer but the heartbeat's; the decline is written
-    assert after == {"type": "heartbeat.ack"}
+    assert after == {"type": "heartbeat.ack", "offers": [], "tickets": []}
     await database_sync_to_async(offer.refresh_from_db)()
     assert (offer.status, offer.decline_reason) == (Offer.Status.DECLINED, "Busy")
     await socket.disconnect()
@@ -599,7 +635,11 @@ async def test_accepting_an_offer_that_is_no_longer_pending_is_an_error_and_the_
     # then
     assert error == {"type": "error", "detail": "The offer is no longer pending (it is declined)."}
     await socket.send_json_to({"type": "heartbeat"})
-    assert await socket.receive_json_from(timeout=TIMEOUT) == {"type": "heartbeat.ack"}
+    assert await socket.receive_json_from(timeout=TIMEOUT) == {
+        "type": "heartbeat.ack",
+        "offers": [],
+        "tickets": [],
+    }
     await socket.disconnect()
 
 
@@ -661,7 +701,11 @@ async def test_an_unknown_frame_type_is_an_error_and_the_socket_stays():
     # then
     assert error == {"type": "error", "detail": "Unknown frame type: 'bogus'."}
     await socket.send_json_to({"type": "heartbeat"})
-    assert await socket.receive_json_from(timeout=TIMEOUT) == {"type": "heartbeat.ack"}
+    assert await socket.receive_json_from(timeout=TIMEOUT) == {
+        "type": "heartbeat.ack",
+        "offers": [],
+        "tickets": [],
+    }
     await socket.disconnect()
 
 
@@ -687,7 +731,11 @@ async def test_a_malformed_frame_is_an_error_and_the_socket_stays(frame, detail)
     # then
     assert error == {"type": "error", "detail": detail}
     await socket.send_json_to({"type": "heartbeat"})
-    assert await socket.receive_json_from(timeout=TIMEOUT) == {"type": "heartbeat.ack"}
+    assert await socket.receive_json_from(timeout=TIMEOUT) == {
+        "type": "heartbeat.ack",
+        "offers": [],
+        "tickets": [],
+    }
     await socket.disconnect()
 
 
@@ -889,7 +937,12 @@ async def test_accepting_an_expired_offer_is_an_error_and_the_socket_stays():
     # then
     assert error == {"type": "error", "detail": "The offer is no longer pending (it is expired)."}
     await socket.send_json_to({"type": "heartbeat"})
-    assert await socket.receive_json_from(timeout=TIMEOUT) == {"type": "heartbeat.ack"}
+    # Still pending in the database, as `hello` would say, until its timer or the sweep runs.
+    assert await socket.receive_json_from(timeout=TIMEOUT) == {
+        "type": "heartbeat.ack",
+        "offers": [str(offer.pk)],
+        "tickets": [],
+    }
     await socket.disconnect()
 
 
