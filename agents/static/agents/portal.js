@@ -181,28 +181,77 @@
     ui.statusNote.textContent = STATUS_NOTES[value] || "";
   }
 
+  // The agent's whole state, from a `hello` or read again over HTTP.
+  function applyState(state) {
+    ui.name.textContent = state.agent.display_name;
+    applyStatus(state.agent.status);
+    const known = new Set(offers.keys());
+    for (const offerId of known) {
+      if (!state.offers.some((offer) => offer.id === offerId)) {
+        forgetOffer(offerId);
+      }
+    }
+    for (const offer of state.offers) {
+      offers.set(offer.id, offer);
+      // Offers made while the connection was down are news; those on a fresh page are not.
+      if (greeted && !known.has(offer.id)) {
+        alertNewOffer(offer);
+      }
+    }
+    greeted = true;
+    refreshCounter();
+  }
+
+  async function getJson(url) {
+    const response = await fetch(url, {
+      credentials: "same-origin",
+      headers: { Accept: "application/json" },
+    });
+    if (!response.ok) {
+      throw new Error(`The server answered ${response.status}.`);
+    }
+    return response.json();
+  }
+
+  // Frames are delivered at most once: a page that missed one reads the state over HTTP, and
+  // it reaches the page's listeners as a `hello` would. One read at a time.
+  let resyncing = null;
+  function resync() {
+    if (resyncing === null) {
+      resyncing = Promise.all([
+        getJson(root.dataset.meApi),
+        getJson(root.dataset.offersApi),
+        getJson(root.dataset.ticketsApi),
+      ])
+        .then(([agent, pendingOffers, tickets]) => {
+          const state = { type: "hello", agent, offers: pendingOffers, tickets };
+          applyState(state);
+          (frameListeners.get("hello") || []).forEach((handler) => handler(state));
+        })
+        .finally(() => {
+          resyncing = null;
+        });
+    }
+    return resyncing;
+  }
+
+  function sameIds(ids, known) {
+    return ids.length === known.size && ids.every((id) => known.has(id));
+  }
+
   const ownHandlers = {
     hello(frame) {
       retryDelay = RETRY_FIRST_MS;
       ui.banner.hidden = true;
-      ui.name.textContent = frame.agent.display_name;
-      applyStatus(frame.agent.status);
-      const known = new Set(offers.keys());
-      for (const offerId of known) {
-        if (!frame.offers.some((offer) => offer.id === offerId)) {
-          forgetOffer(offerId);
-        }
-      }
-      for (const offer of frame.offers) {
-        offers.set(offer.id, offer);
-        // Offers made while the connection was down are news; those on a fresh page are not.
-        if (greeted && !known.has(offer.id)) {
-          alertNewOffer(offer);
-        }
-      }
-      greeted = true;
-      refreshCounter();
+      applyState(frame);
       setConnected(true);
+    },
+    "heartbeat.ack"(frame) {
+      // The answer names the pending offers: one this page never heard of, or still shows
+      // after it was withdrawn, means a frame was lost on the way.
+      if (!sameIds(frame.offers, new Set(offers.keys()))) {
+        resync().catch(() => {});
+      }
     },
     status(frame) {
       applyStatus(frame.status);
@@ -307,6 +356,8 @@
     send,
     forgetOffer,
     showMessage,
+    resync,
+    sameIds,
     csrfToken: root.dataset.csrfToken,
     format: { languageLabel, humanize, customerLabel },
   };

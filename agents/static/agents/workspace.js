@@ -255,16 +255,7 @@
       return;
     }
     try {
-      const [offers, tickets] = await Promise.all([
-        getJson(workspace.dataset.offersApi),
-        getJson(workspace.dataset.ticketsApi),
-      ]);
-      const pending = new Set(offers.map((data) => data.id));
-      for (const gone of [...state.offers.keys()].filter((id) => !pending.has(id))) {
-        portal.forgetOffer(gone);
-      }
-      syncOffers(offers);
-      syncTickets(tickets);
+      await portal.resync();
     } catch {
       // The server cannot be reached: the reconnect that follows resyncs with its `hello`.
     } finally {
@@ -405,17 +396,6 @@
     refreshCounts();
   }
 
-  async function getJson(url) {
-    const response = await fetch(url, {
-      credentials: "same-origin",
-      headers: { Accept: "application/json" },
-    });
-    if (!response.ok) {
-      throw new Error(`The server answered ${response.status}.`);
-    }
-    return response.json();
-  }
-
   async function postJson(url, body) {
     const response = await fetch(url, {
       method: "POST",
@@ -531,6 +511,14 @@
     state.capacity = frame.agent.capacity;
     syncOffers(frame.offers);
     syncTickets(frame.tickets);
+  });
+  portal.on("heartbeat.ack", (frame) => {
+    // A ticket assigned, requeued or cancelled whose frame was lost (portal.js does the same
+    // for offers); a cancelled ticket stays on screen, closed, until the agent dismisses it.
+    const open = [...state.tickets.values()].filter((entry) => !entry.closed);
+    if (!portal.sameIds(frame.tickets, new Set(open.map((entry) => entry.data.id)))) {
+      portal.resync().catch(() => {});
+    }
   });
   portal.on("offer.created", (frame) => addOffer(frame.offer));
   portal.on("offer.revoked", (frame) => {
