@@ -15,9 +15,9 @@ from django.utils import timezone
 
 from agents.models import Agent, AgentConnection
 from dispatch.models import DispatchPolicy, Offer
-from dispatch.presence import PresenceSweep, agent_connect, presence_sweep
+from dispatch.presence import PresenceSweep, agent_connect, agent_holding, presence_sweep
 from dispatch.services import OfferNotPending, agent_snapshot, offer_accept, ticket_route
-from tests.factories import UserFactory
+from tests.factories import TicketFactory, UserFactory
 from tickets.models import Ticket, WebhookDelivery
 
 from .test_consumer import TIMEOUT, board, connected, token_header
@@ -508,3 +508,35 @@ def test_a_reconnect_racing_the_sweep_gets_a_hello_that_matches_what_the_sweep_l
         assert offer.status == Offer.Status.PENDING
         assert hello["agent"]["status"] == "available"
         assert [o["id"] for o in hello["offers"]] == [str(offer.pk)]
+
+
+def test_what_a_heartbeat_names_is_what_hello_carries(agent_factory):
+    # given: an agent with two pending offers, an assigned ticket, and offers and tickets that
+    # are not its own or no longer pending or assigned
+    agent = agent_factory(online=True, capacity=5)
+    other = agent_factory(online=True)
+    expires_at = timezone.now() + timedelta(seconds=30)
+    pending = [
+        Offer.objects.create(ticket=TicketFactory(), agent=agent, expires_at=expires_at)
+        for _ in range(2)
+    ]
+    Offer.objects.create(
+        ticket=TicketFactory(),
+        agent=agent,
+        expires_at=expires_at,
+        status=Offer.Status.DECLINED,
+    )
+    Offer.objects.create(ticket=TicketFactory(), agent=other, expires_at=expires_at)
+    assigned = TicketFactory(status=Ticket.Status.ASSIGNED, agent=agent)
+    TicketFactory(status=Ticket.Status.RESOLVED, agent=agent)
+    TicketFactory(status=Ticket.Status.ASSIGNED, agent=other)
+
+    # when
+    holding = agent_holding(agent=agent)
+
+    # then
+    hello = agent_snapshot(agent=agent)
+    assert holding.offers == sorted(offer["id"] for offer in hello["offers"])
+    assert holding.tickets == sorted(ticket["id"] for ticket in hello["tickets"])
+    assert holding.offers == sorted(str(offer.pk) for offer in pending)
+    assert holding.tickets == [str(assigned.pk)]
